@@ -17,6 +17,9 @@ struct TreeCompareOptions {
   bool internal_xattrs = false;  // also compare trusted.overlay.* / user.overlay.*
   bool owner = true;
   bool link_structure = true;    // hard-link groups must match
+  // Also compare the root directory's own mode, owner, xattrs and mtime (off
+  // by default: a tar applied into a fresh directory never sets them).
+  bool root_metadata = false;
 };
 
 // One line per difference, "path: what (a vs b)"; empty when equal.

@@ -1,0 +1,34 @@
+#pragma once
+
+// The lamina-fuse union filesystem: a libfuse3 low-level filesystem whose
+// semantics follow kernel overlayfs (see DESIGN.md, "fuse").
+//
+// Lifetime: Create() opens the layers and checks them; the caller (the
+// lamina-fuse main) makes the fuse session with Ops() and `this` as
+// userdata, mounts, runs the loop, and destroys the object after the
+// session has ended.
+
+#include <fuse_lowlevel.h>
+
+#include <memory>
+
+#include "common/result.h"
+#include "fuse/config.h"
+
+namespace lamina::fuse {
+
+class UnionFs {
+ public:
+  virtual ~UnionFs() = default;
+
+  // Opens every layer directory, checks upper and work are on one
+  // filesystem, cleans leftovers of an interrupted copy-up from the work
+  // dir. Errors name the offending directory.
+  static Result<std::unique_ptr<UnionFs>> Create(const FsConfig& config);
+
+  // The operation table, filled in one place. `userdata` for
+  // fuse_session_new must be this object.
+  virtual const fuse_lowlevel_ops& Ops() const = 0;
+};
+
+}  // namespace lamina::fuse
