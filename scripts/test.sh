@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs dependencies, prepares
+# the test environment (test account, /dev/fuse, loop devices), builds with
+# -Werror and runs every test with ctest. Run as root (or with sudo).
+# The last lines printed are ctest's summary.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$LAMINA_SRC"
+"$LAMINA_SRC/scripts/install-deps.sh"
+"$LAMINA_SRC/scripts/setup-test-env.sh"
+"$LAMINA_SRC/scripts/build.sh" ci
+step "running the test suite"
+# Tests run as root; the rootless ones drop to the lamina-test account themselves.
+exec ctest --preset ci -j "$(nproc)" "$@"
