@@ -29,6 +29,12 @@ class UnionFs {
   // The operation table, filled in one place. `userdata` for
   // fuse_session_new must be this object.
   virtual const fuse_lowlevel_ops& Ops() const = 0;
+
+  // Tells the filesystem its session, after fuse_session_new and before the
+  // loop runs, so that it can invalidate kernel caches
+  // (fuse_lowlevel_notify_inval_*) when its own operations change something
+  // the kernel cached. Optional: without it nothing is invalidated.
+  virtual void AttachSession(fuse_session* session) { (void)session; }
 };
 
 }  // namespace lamina::fuse

@@ -1,0 +1,160 @@
+#pragma once
+
+// The inode table of the union: one Node per object the kernel has looked up
+// (one per name: hard links looked up under two names are two nodes that
+// report the same st_ino), plus the layer description the nodes refer to.
+//
+// Locking (lock order, outermost first):
+//   1. Node::copy_mu   held across the I/O of one copy-up of that node; a
+//                      node's parent is copied up completely before the
+//                      child's copy_mu is taken, so there is no nesting.
+//   2. Node::mu        guards the node's layer state (NodeState); held only
+//                      to read or swap that state, never across I/O.
+//   3. NodeTable::mu_  guards the tree (parent, name, children, refs,
+//                      unlinked) and the origin index; a leaf lock: held only
+//                      for map and counter operations, never across I/O or
+//                      fuse_reply_*, never while taking another lock.
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/fd.h"
+
+namespace lamina::fuse {
+
+using SharedFd = std::shared_ptr<const Fd>;
+
+// One layer directory of the union. layers_[0] is the upper when there is one.
+struct Layer {
+  std::string path;
+  Fd fd;  // O_PATH | O_DIRECTORY
+  dev_t dev = 0;
+  uint32_t fs_index = 0;  // index of this layer's filesystem (for st_ino)
+  bool upper = false;
+};
+
+// One directory contributing to a merged directory.
+struct DirLayer {
+  int layer = 0;
+  SharedFd fd;  // O_PATH of the directory in that layer
+};
+
+// The layer state of a node; replaced as a whole by copy-up and rename.
+struct NodeState {
+  mode_t type = 0;  // S_IFMT bits
+  int layer = 0;    // layer of the topmost object
+  bool upper = false;  // the name exists in the upper layer
+  SharedFd fd;         // O_PATH of the object (the index file for an
+                       // indexed lower hard link)
+  // Where the (lower) object lives, for copy-up: O_PATH of its directory
+  // and its name there.
+  SharedFd src_dir;
+  std::string src_name;
+  // Directories: every contributing directory, top first (the first is the
+  // object itself).
+  std::vector<DirLayer> stack;
+  // Directories: the path of its lower content, from the layer roots ("" for
+  // the root, "a/b" otherwise); follows redirects.
+  std::string lower_path;
+  // Identity: the origin (lower st_dev, st_ino) the object came from, or its
+  // own when it never was copied up.
+  dev_t origin_dev = 0;
+  ino_t origin_ino = 0;
+  uint64_t ino = 0;        // st_ino reported
+  nlink_t lower_nlink = 1;  // st_nlink of the lower origin (hard links)
+  bool has_lower = false;   // dirs: stack has entries below the top one
+  bool indexed = false;     // a hard-linked lower file with an entry in
+                            // work/index (kernel index=on)
+};
+
+struct Node {
+  Node(Node* parent_node, std::string node_name) : parent(parent_node), name(std::move(node_name)) {}
+
+  // Guarded by NodeTable::mu_.
+  Node* parent;      // holds one ref on the parent; nullptr for the root and unlinked nodes
+  std::string name;  // current name in parent
+  uint64_t refs = 0;  // kernel lookups + children + open handles + temporary holds
+  std::map<std::string, Node*> children;
+  bool unlinked = false;
+
+  uint64_t generation = 0;  // immutable
+
+  std::mutex copy_mu;
+  mutable std::mutex mu;
+  NodeState state;  // guarded by mu
+
+  NodeState Snapshot() const {
+    std::lock_guard lock(mu);
+    return state;
+  }
+};
+
+// The tree of nodes. Node ids given to the kernel are the Node addresses
+// (FUSE_ROOT_ID for the root).
+class NodeTable {
+ public:
+  explicit NodeTable(NodeState root_state);
+  ~NodeTable();
+  NodeTable(const NodeTable&) = delete;
+  NodeTable& operator=(const NodeTable&) = delete;
+
+  Node* root() const { return root_; }
+  Node* FromId(fuse_ino_t ino) const {
+    return ino == FUSE_ROOT_ID ? root_ : reinterpret_cast<Node*>(ino);
+  }
+  fuse_ino_t IdOf(const Node* node) const {
+    return node == root_ ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(node);
+  }
+
+  // The child `name` of `parent` if the table has it, with one ref added.
+  Node* FindChild(Node* parent, const std::string& name);
+  // Inserts (or, when a node raced in, reuses) the child `name` of `parent`
+  // with `state`; returns it with `add_refs` refs added. An existing node's
+  // state is left alone.
+  Node* InsertChild(Node* parent, const std::string& name, NodeState state, uint64_t add_refs);
+
+  void Ref(Node* node, uint64_t n = 1);
+  // Drops refs; the last one frees the node (and drops its ref on the parent).
+  void Unref(Node* node, uint64_t n = 1);
+
+  // Parent (with one ref added, or nullptr) and name of a node.
+  std::pair<Node*, std::string> ParentAndName(Node* node);
+
+  // Detaches `name` from `parent` (after an unlink or a rename over it): the
+  // node stays alive for its holders but is no longer found by name.
+  void Detach(Node* parent, const std::string& name);
+  // Moves the child `old_name` of `old_parent` to `new_name` in `new_parent`,
+  // detaching whatever was there.
+  void Move(Node* old_parent, const std::string& old_name, Node* new_parent,
+            const std::string& new_name);
+  // Swaps two children (RENAME_EXCHANGE).
+  void Exchange(Node* parent_a, const std::string& name_a, Node* parent_b,
+                const std::string& name_b);
+
+  bool IsUnlinked(Node* node) {
+    std::lock_guard lock(mu_);
+    return node->unlinked;
+  }
+
+  // Every node whose origin is (dev, ino), each with one ref added.
+  std::vector<Node*> WithOrigin(dev_t dev, ino_t ino);
+
+ private:
+  void DetachLocked(Node* parent, const std::string& name, std::vector<Node*>* drop);
+  void UnrefLocked(Node* node, uint64_t n, std::vector<Node*>* dead);
+
+  std::mutex mu_;
+  Node* root_;
+  uint64_t next_generation_ = 1;
+  // All live nodes (for WithOrigin and final cleanup).
+  std::map<Node*, bool> all_;
+};
+
+}  // namespace lamina::fuse

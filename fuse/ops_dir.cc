@@ -1,0 +1,437 @@
+// Directory ops: mkdir, rmdir, opendir, readdir/readdirplus, releasedir,
+// fsyncdir; the merged listing; the shared create path (DoMake) and
+// removal (DoRemove).
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <unordered_set>
+
+#include "common/fs.h"
+#include "common/path.h"
+#include "drivers/format.h"
+#include "fuse/union_fs_impl.h"
+
+namespace lamina::fuse {
+
+namespace {
+
+unsigned char ModeToDtype(mode_t mode) { return static_cast<unsigned char>((mode & S_IFMT) >> 12); }
+
+}  // namespace
+
+// The merged listing of a directory (without "." and ".."), in layer order,
+// each name once, whiteouts and format entries hidden.
+static Result<std::vector<DirEntry>> ListMerged(UnionFsImpl& fs, const NodeState& dir,
+                                               bool with_ino) {
+  std::vector<DirEntry> out;
+  std::unordered_set<std::string> seen;
+  std::string origin_xattr = fs.OriginXattr();
+  for (const DirLayer& dl : dir.stack) {
+    const Layer& layer = fs.layer(dl.layer);
+    int fd = ::openat(dl.fd->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return FailErrno("open directory");
+    DIR* d = ::fdopendir(fd);
+    if (d == nullptr) {
+      int saved = errno;
+      ::close(fd);
+      return Fail(saved, "fdopendir");
+    }
+    auto close_dir = std::unique_ptr<DIR, int (*)(DIR*)>(d, ::closedir);
+    std::vector<std::string> hidden_below;
+    for (;;) {
+      errno = 0;
+      struct dirent* ent = ::readdir(d);
+      if (ent == nullptr) {
+        if (errno != 0) return FailErrno("readdir");
+        break;
+      }
+      std::string_view name(ent->d_name);
+      if (name == "." || name == "..") continue;
+      if (name.starts_with(kWhiteoutPrefix)) {
+        if (IsWhiteoutName(name)) hidden_below.emplace_back(WhiteoutTarget(name));
+        continue;
+      }
+      std::string n(name);
+      if (seen.contains(n)) continue;
+      unsigned char type = ent->d_type;
+      if (type == DT_CHR || type == DT_UNKNOWN) {
+        struct stat st;
+        if (::fstatat(dl.fd->get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (IsWhiteoutStat(st)) {
+          seen.insert(std::move(n));
+          continue;
+        }
+        type = ModeToDtype(st.st_mode);
+      }
+      uint64_t ino = 0;
+      if (with_ino) {
+        dev_t dev = layer.dev;
+        ino_t raw = ent->d_ino;
+        if (layer.upper) {
+          char value[128];
+          std::string path = ProcFdPath(dl.fd->get()) + "/" + n;
+          ssize_t len = ::lgetxattr(path.c_str(), origin_xattr.c_str(), value, sizeof(value) - 1);
+          if (len > 0) {
+            value[len] = '\0';
+            unsigned long long d_dev = 0, d_ino = 0;
+            if (std::sscanf(value, "%llu:%llu", &d_dev, &d_ino) == 2) {
+              dev = static_cast<dev_t>(d_dev);
+              raw = static_cast<ino_t>(d_ino);
+            }
+          }
+        }
+        ino = fs.ComposeIno(dev, raw);
+      }
+      seen.insert(n);
+      out.push_back({std::move(n), ino, type});
+    }
+    for (auto& h : hidden_below) seen.insert(std::move(h));
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> UnionFsImpl::MergedNames(const NodeState& dir) {
+  auto entries = LAMINA_TRY(ListMerged(*this, dir, false));
+  std::vector<std::string> names;
+  names.reserve(entries.size());
+  for (auto& e : entries) names.push_back(std::move(e.name));
+  return names;
+}
+
+Result<void> UnionFsImpl::LoadDir(DirHandle& handle) {
+  NodeState s = handle.node->Snapshot();
+  auto merged = LAMINA_TRY(ListMerged(*this, s, true));
+  uint64_t parent_ino = s.ino;
+  auto [parent, unused] = table_->ParentAndName(handle.node);
+  if (parent != nullptr) {
+    parent_ino = parent->Snapshot().ino;
+    table_->Unref(parent);
+  }
+  std::vector<DirEntry> entries;
+  entries.reserve(merged.size() + 2);
+  entries.push_back({".", s.ino, DT_DIR});
+  entries.push_back({"..", parent_ino, DT_DIR});
+  for (auto& e : merged) entries.push_back(std::move(e));
+  handle.entries = std::move(entries);
+  handle.loaded = true;
+  return {};
+}
+
+Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::string& name,
+                                  mode_t mode, dev_t rdev, const char* link_target, Fd* open_fd,
+                                  int open_flags) {
+  if (!writable()) return Fail(EROFS);
+  if (name.size() > NAME_MAX) return Fail(ENAMETOOLONG);
+  if (name.starts_with(kWhiteoutPrefix)) return Fail(EINVAL, "reserved name " + name);
+  if (Node* existing = table_->FindChild(parent, name)) {
+    table_->Unref(existing);
+    return Fail(EEXIST);
+  }
+  SharedFd pdir = LAMINA_TRY(UpperDir(parent));
+  NodeState pstate = parent->Snapshot();
+  int dirfd = pdir->get();
+  bool over_whiteout = LAMINA_TRY(RemoveWhiteout(dirfd, name));
+  auto restore_whiteout = [&] {
+    if (over_whiteout) (void)MakeWhiteoutAt(dirfd, name);
+  };
+  mode_t type = mode & S_IFMT;
+  Fd fd;
+  switch (type) {
+    case S_IFDIR:
+      if (over_whiteout) {
+        // Made in work/ and renamed in, so that the lower content never shows.
+        std::string tmp = TempName();
+        if (::mkdirat(work_fd(), tmp.c_str(), mode & 07777) != 0) {
+          int saved = errno;
+          restore_whiteout();
+          return Fail(saved);
+        }
+        std::string tpath = ProcFdPath(work_fd()) + "/" + tmp;
+        std::string opaque = OpaqueXattr(ns_);
+        if (::setxattr(tpath.c_str(), opaque.c_str(), "y", 1, 0) != 0 ||
+            ::renameat2(work_fd(), tmp.c_str(), dirfd, name.c_str(), RENAME_NOREPLACE) != 0) {
+          int saved = errno;
+          ::unlinkat(work_fd(), tmp.c_str(), AT_REMOVEDIR);
+          restore_whiteout();
+          return Fail(saved);
+        }
+      } else if (::mkdirat(dirfd, name.c_str(), mode & 07777) != 0) {
+        return FailErrno();
+      }
+      break;
+    case S_IFLNK:
+      if (::symlinkat(link_target, dirfd, name.c_str()) != 0) {
+        int saved = errno;
+        restore_whiteout();
+        return Fail(saved);
+      }
+      break;
+    case S_IFREG:
+      if (open_fd != nullptr) {
+        int flags = (open_flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY)) | O_CREAT |
+                    O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+        int raw = ::openat(dirfd, name.c_str(), flags, mode & 07777);
+        if (raw < 0) {
+          int saved = errno;
+          restore_whiteout();
+          return Fail(saved);
+        }
+        fd = Fd(raw);
+        break;
+      }
+      [[fallthrough]];
+    default:
+      if (::mknodat(dirfd, name.c_str(), mode, rdev) != 0) {
+        int saved = errno;
+        restore_whiteout();
+        return Fail(saved);
+      }
+  }
+  LAMINA_CHECK(ChownNew(dirfd, name, req));
+  int opath = ::openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (opath < 0) return FailErrno();
+  NodeState s;
+  s.type = type;
+  s.layer = 0;
+  s.upper = true;
+  s.fd = std::make_shared<const Fd>(opath);
+  s.src_dir = pdir;
+  s.src_name = name;
+  struct stat st;
+  if (::fstat(opath, &st) != 0) return FailErrno();
+  s.origin_dev = st.st_dev;
+  s.origin_ino = st.st_ino;
+  s.ino = ComposeIno(st.st_dev, st.st_ino);
+  if (type == S_IFDIR) {
+    s.stack.push_back({0, s.fd});
+    s.lower_path = JoinPath(pstate.lower_path, name);
+  }
+  if (open_fd != nullptr) *open_fd = std::move(fd);
+  return table_->InsertChild(parent, name, std::move(s), 1);
+}
+
+Result<void> UnionFsImpl::DoRemove(Node* parent, const std::string& name, bool dir) {
+  if (!writable()) return Fail(EROFS);
+  NodeRef node(table_.get(), LAMINA_TRY(LookupNode(parent, name, 1)));
+  NodeState s = node->Snapshot();
+  if (dir && !S_ISDIR(s.type)) return Fail(ENOTDIR);
+  if (!dir && S_ISDIR(s.type)) return Fail(EISDIR);
+  if (dir) {
+    auto names = LAMINA_TRY(MergedNames(s));
+    if (!names.empty()) return Fail(ENOTEMPTY);
+  }
+  if (!dir && !s.upper && s.lower_nlink > 1) {
+    // Keep the link count of the other names right: the inode goes up once.
+    LAMINA_CHECK(CopyUp(node.get()));
+    s = node->Snapshot();
+  }
+  SharedFd pdir = LAMINA_TRY(UpperDir(parent));
+  int dirfd = pdir->get();
+  NodeState pstate = parent->Snapshot();
+  bool lower = s.upper ? LAMINA_TRY(LowerHas(pstate, name)) : true;
+  if (!s.upper) {
+    LAMINA_CHECK(MakeWhiteoutAt(dirfd, name));
+  } else if (dir) {
+    // Move the (whiteout-only) upper dir out of the way, then clean it up.
+    std::string tmp = TempName();
+    if (lower && chr_whiteouts_ &&
+        ::mknodat(work_fd(), tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) {
+      if (::renameat2(work_fd(), tmp.c_str(), dirfd, name.c_str(), RENAME_EXCHANGE) != 0) {
+        int saved = errno;
+        ::unlinkat(work_fd(), tmp.c_str(), 0);
+        return Fail(saved);
+      }
+    } else {
+      if (::renameat(dirfd, name.c_str(), work_fd(), tmp.c_str()) != 0) return FailErrno();
+      if (lower) LAMINA_CHECK(MakeWhiteoutAt(dirfd, name));
+    }
+    (void)RemoveTreeAt(work_fd(), tmp);
+  } else if (lower) {
+    std::string tmp = TempName();
+    if (chr_whiteouts_ && ::mknodat(work_fd(), tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) {
+      if (::renameat(work_fd(), tmp.c_str(), dirfd, name.c_str()) != 0) {
+        int saved = errno;
+        ::unlinkat(work_fd(), tmp.c_str(), 0);
+        return Fail(saved);
+      }
+    } else {
+      if (::unlinkat(dirfd, name.c_str(), 0) != 0) return FailErrno();
+      LAMINA_CHECK(MakeWhiteoutAt(dirfd, name));
+    }
+  } else {
+    if (::unlinkat(dirfd, name.c_str(), 0) != 0) return FailErrno();
+  }
+  table_->Detach(parent, name);
+  return {};
+}
+
+void ReplyNewEntry(fuse_req_t req, const char* op, fuse_ino_t parent, UnionFsImpl* fs,
+                   Result<Node*> node) {
+  if (!node) {
+    ReplyError(req, op, parent, node.error());
+    return;
+  }
+  auto st = fs->Stat(*node);
+  if (!st) {
+    fs->table().Unref(*node);
+    ReplyError(req, op, parent, st.error());
+    return;
+  }
+  fuse_entry_param e;
+  fs->FillEntry(*node, *st, e);
+  fuse_reply_entry(req, &e);
+}
+
+namespace {
+
+void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
+  Guard(req, "mkdir", [&] {
+    UnionFsImpl* fs = UnionFsImpl::From(req);
+    ReplyNewEntry(req, "mkdir", parent, fs,
+                  fs->DoMake(req, fs->table().FromId(parent), name, S_IFDIR | (mode & 07777), 0,
+                             nullptr, nullptr, 0));
+  });
+}
+
+void Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+  Guard(req, "rmdir", [&] {
+    UnionFsImpl* fs = UnionFsImpl::From(req);
+    auto r = fs->DoRemove(fs->table().FromId(parent), name, true);
+    if (!r) {
+      ReplyError(req, "rmdir", parent, r.error());
+      return;
+    }
+    fuse_reply_err(req, 0);
+  });
+}
+
+void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Guard(req, "opendir", [&] {
+    UnionFsImpl* fs = UnionFsImpl::From(req);
+    Node* node = fs->table().FromId(ino);
+    auto handle = std::make_unique<DirHandle>();
+    fs->table().Ref(node);
+    handle->node = node;
+    fi->fh = reinterpret_cast<uint64_t>(handle.release());
+    if (fs->timeout() > 0) {
+      fi->keep_cache = 1;
+      fi->cache_readdir = 1;
+    }
+    if (fuse_reply_open(req, fi) != 0) {
+      auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+      fs->table().Unref(h->node);
+      delete h;
+    }
+  });
+}
+
+void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi,
+               bool plus) {
+  UnionFsImpl* fs = UnionFsImpl::From(req);
+  auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+  std::lock_guard lock(handle->mu);
+  if (!handle->loaded || off == 0) {
+    auto loaded = fs->LoadDir(*handle);
+    if (!loaded) {
+      ReplyError(req, plus ? "readdirplus" : "readdir", ino, loaded.error());
+      return;
+    }
+  }
+  std::vector<char> buf(size);
+  size_t pos = 0;
+  for (size_t i = static_cast<size_t>(off); i < handle->entries.size(); ++i) {
+    const DirEntry& ent = handle->entries[i];
+    off_t next = static_cast<off_t>(i + 1);
+    size_t used;
+    if (!plus) {
+      struct stat st{};
+      st.st_ino = ent.ino;
+      st.st_mode = static_cast<mode_t>(ent.type) << 12;
+      used = fuse_add_direntry(req, buf.data() + pos, size - pos, ent.name.c_str(), &st, next);
+      if (used > size - pos) break;
+    } else {
+      fuse_entry_param e{};
+      Node* node = nullptr;
+      if (ent.name == "." || ent.name == "..") {
+        e.attr.st_ino = ent.ino;
+        e.attr.st_mode = static_cast<mode_t>(ent.type) << 12;
+      } else {
+        auto found = fs->LookupNode(handle->node, ent.name, 1);
+        if (!found) continue;  // gone meanwhile
+        auto st = fs->Stat(*found);
+        if (!st) {
+          fs->table().Unref(*found);
+          continue;
+        }
+        node = *found;
+        fs->FillEntry(node, *st, e);
+      }
+      used = fuse_add_direntry_plus(req, buf.data() + pos, size - pos, ent.name.c_str(), &e, next);
+      if (used > size - pos) {
+        if (node != nullptr) fs->table().Unref(node);
+        break;
+      }
+    }
+    pos += used;
+  }
+  fuse_reply_buf(req, buf.data(), pos);
+}
+
+void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  Guard(req, "readdir", [&] { DoReaddir(req, ino, size, off, fi, false); });
+}
+
+void Readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                 fuse_file_info* fi) noexcept {
+  Guard(req, "readdirplus", [&] { DoReaddir(req, ino, size, off, fi, true); });
+}
+
+void Releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  (void)ino;
+  UnionFsImpl* fs = UnionFsImpl::From(req);
+  auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+  fs->table().Unref(handle->node);
+  delete handle;
+  fuse_reply_err(req, 0);
+}
+
+void Fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept {
+  (void)fi;
+  Guard(req, "fsyncdir", [&] {
+    UnionFsImpl* fs = UnionFsImpl::From(req);
+    NodeState s = fs->table().FromId(ino)->Snapshot();
+    if (!fs->config().fsync || !s.upper) {
+      fuse_reply_err(req, 0);
+      return;
+    }
+    int fd = ::openat(s.fd->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+      fuse_reply_err(req, errno);
+      return;
+    }
+    int r = datasync != 0 ? ::fdatasync(fd) : ::fsync(fd);
+    int saved = errno;
+    ::close(fd);
+    fuse_reply_err(req, r == 0 ? 0 : saved);
+  });
+}
+
+}  // namespace
+
+void FillDirOps(fuse_lowlevel_ops& ops) {
+  ops.mkdir = Mkdir;
+  ops.rmdir = Rmdir;
+  ops.opendir = Opendir;
+  ops.readdir = Readdir;
+  ops.readdirplus = Readdirplus;
+  ops.releasedir = Releasedir;
+  ops.fsyncdir = Fsyncdir;
+}
+
+}  // namespace lamina::fuse

@@ -1,0 +1,203 @@
+// File ops: create, open, read, write, flush, fsync, release, fallocate,
+// copy_file_range, lseek.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/fs.h"
+#include "fuse/union_fs_impl.h"
+
+namespace lamina::fuse {
+
+namespace {
+
+int BackingFlags(const UnionFsImpl& fs, int flags) {
+  flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_NOFOLLOW);
+  if (fs.config().writeback) {
+    // The kernel may read pages of a write-only file to fill a partial page,
+    // and does append itself.
+    if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+    flags &= ~O_APPEND;
+  }
+  return flags | O_CLOEXEC;
+}
+
+FileHandle* Handle(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
+
+void ReplyOpened(fuse_req_t req, UnionFsImpl* fs, Node* node, Fd fd, fuse_file_info* fi,
+                 const fuse_entry_param* entry) {
+  struct stat st;
+  bool single = ::fstat(fd.get(), &st) == 0 && st.st_nlink <= 1;
+  auto handle = std::make_unique<FileHandle>();
+  handle->node = node;
+  handle->fd = std::move(fd);
+  fi->fh = reinterpret_cast<uint64_t>(handle.get());
+  // The page cache may outlive the open: every change comes through us. Hard
+  // links are several nodes of one inode, so they are not cached.
+  fi->keep_cache = fs->timeout() > 0 && single ? 1 : 0;
+  int r = entry != nullptr ? fuse_reply_create(req, entry, fi) : fuse_reply_open(req, fi);
+  if (r != 0) {
+    fs->table().Unref(node);
+    return;  // the handle goes away with its fd
+  }
+  handle.release();
+}
+
+void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+            fuse_file_info* fi) noexcept {
+  Guard(req, "create", [&] {
+    UnionFsImpl* fs = UnionFsImpl::From(req);
+    Fd fd;
+    auto node = fs->DoMake(req, fs->table().FromId(parent), name, S_IFREG | (mode & 07777), 0,
+                           nullptr, &fd, BackingFlags(*fs, fi->flags));
+    if (!node) {
+      ReplyError(req, "create", parent, node.error());
+      return;
+    }
+    auto st = fs->Stat(*node);
+    if (!st) {
+      fs->table().Unref(*node);
+      ReplyError(req, "create", parent, st.error());
+      return;
+    }
+    fuse_entry_param e;
+    fs->FillEntry(*node, *st, e);
+    // The handle holds its own ref besides the kernel's lookup.
+    fs->table().Ref(*node);
+    ReplyOpened(req, fs, *node, std::move(fd), fi, &e);
+  });
+}
+
+void OpenFile(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Guard(req, "open", [&] {
+    UnionFsImpl* fs = UnionFsImpl::From(req);
+    Node* node = fs->table().FromId(ino);
+    bool write = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0;
+    if (write) {
+      if (!fs->writable()) {
+        fuse_reply_err(req, EROFS);
+        return;
+      }
+      auto up = fs->CopyUp(node, (fi->flags & O_TRUNC) == 0);
+      if (!up) {
+        ReplyError(req, "open", ino, up.error());
+        return;
+      }
+    }
+    NodeState s = node->Snapshot();
+    auto fd = Open(ProcFdPath(s.fd->get()), BackingFlags(*fs, fi->flags));
+    if (!fd) {
+      ReplyError(req, "open", ino, fd.error());
+      return;
+    }
+    fs->table().Ref(node);
+    ReplyOpened(req, fs, node, std::move(*fd), fi, nullptr);
+  });
+}
+
+void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
+  (void)ino;
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = Handle(fi)->fd.get();
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void WriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off,
+              fuse_file_info* fi) noexcept {
+  (void)ino;
+  fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+  out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  out.buf[0].fd = Handle(fi)->fd.get();
+  out.buf[0].pos = off;
+  ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  if (n < 0) {
+    fuse_reply_err(req, static_cast<int>(-n));
+  } else {
+    fuse_reply_write(req, static_cast<size_t>(n));
+  }
+}
+
+void Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  (void)ino;
+  // Closing a duplicate releases POSIX locks the way close(2) would.
+  int dup = ::dup(Handle(fi)->fd.get());
+  if (dup < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  fuse_reply_err(req, ::close(dup) == 0 ? 0 : errno);
+}
+
+void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept {
+  (void)ino;
+  UnionFsImpl* fs = UnionFsImpl::From(req);
+  if (!fs->config().fsync) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  int fd = Handle(fi)->fd.get();
+  int r = datasync != 0 ? ::fdatasync(fd) : ::fsync(fd);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  (void)ino;
+  UnionFsImpl* fs = UnionFsImpl::From(req);
+  FileHandle* handle = Handle(fi);
+  Node* node = handle->node;
+  delete handle;
+  fs->table().Unref(node);
+  fuse_reply_err(req, 0);
+}
+
+void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+               fuse_file_info* fi) noexcept {
+  (void)ino;
+  int r = ::fallocate(Handle(fi)->fd.get(), mode, offset, length);
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
+void CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
+                   fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                   int flags) noexcept {
+  (void)ino_in;
+  (void)ino_out;
+  loff_t in = off_in, out = off_out;
+  ssize_t n = ::copy_file_range(Handle(fi_in)->fd.get(), &in, Handle(fi_out)->fd.get(), &out, len,
+                                static_cast<unsigned>(flags));
+  if (n < 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_write(req, static_cast<size_t>(n));
+  }
+}
+
+void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) noexcept {
+  (void)ino;
+  off_t r = ::lseek(Handle(fi)->fd.get(), off, whence);
+  if (r < 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_lseek(req, r);
+  }
+}
+
+}  // namespace
+
+void FillFileOps(fuse_lowlevel_ops& ops) {
+  ops.create = Create;
+  ops.open = OpenFile;
+  ops.read = Read;
+  ops.write_buf = WriteBuf;
+  ops.flush = Flush;
+  ops.fsync = Fsync;
+  ops.release = Release;
+  ops.fallocate = Fallocate;
+  ops.copy_file_range = CopyFileRange;
+  ops.lseek = Lseek;
+}
+
+}  // namespace lamina::fuse

@@ -1,0 +1,203 @@
+#pragma once
+
+// The union filesystem's internals, shared by the op-family files
+// (ops_entry.cc, ops_dir.cc, ops_file.cc, ops_link.cc, ops_xattr.cc) and
+// copy_up.cc. Handlers are thin noexcept shells over the Do* methods here,
+// which return Result and never reply themselves.
+
+#include <fuse_lowlevel.h>
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/fd.h"
+#include "common/result.h"
+#include "drivers/driver.h"
+#include "fuse/config.h"
+#include "fuse/inode_table.h"
+#include "fuse/union_fs.h"
+
+namespace lamina::fuse {
+
+// An open regular file.
+struct FileHandle {
+  Node* node = nullptr;  // holds one ref
+  Fd fd;
+};
+
+// One entry of a merged directory listing.
+struct DirEntry {
+  std::string name;
+  uint64_t ino = 0;
+  unsigned char type = DT_UNKNOWN;
+};
+
+// An open directory: the merged listing, built at the first readdir and kept
+// for the handle's life (stable offsets: entry i has offset i + 1).
+struct DirHandle {
+  Node* node = nullptr;  // holds one ref
+  std::mutex mu;         // guards the fields below
+  bool loaded = false;
+  std::vector<DirEntry> entries;
+};
+
+// A node with one ref held for the scope.
+class NodeRef {
+ public:
+  NodeRef() = default;
+  NodeRef(NodeTable* table, Node* node) : table_(table), node_(node) {}
+  NodeRef(NodeRef&& o) noexcept : table_(o.table_), node_(std::exchange(o.node_, nullptr)) {}
+  NodeRef& operator=(NodeRef&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      table_ = o.table_;
+      node_ = std::exchange(o.node_, nullptr);
+    }
+    return *this;
+  }
+  ~NodeRef() { Reset(); }
+  Node* get() const { return node_; }
+  Node* operator->() const { return node_; }
+  explicit operator bool() const { return node_ != nullptr; }
+  Node* Release() { return std::exchange(node_, nullptr); }
+  void Reset() {
+    if (node_ != nullptr) table_->Unref(std::exchange(node_, nullptr));
+  }
+
+ private:
+  NodeTable* table_ = nullptr;
+  Node* node_ = nullptr;
+};
+
+class UnionFsImpl final : public UnionFs {
+ public:
+  explicit UnionFsImpl(FsConfig config);
+  ~UnionFsImpl() override;
+
+  Result<void> Setup();  // Create()'s work
+  const fuse_lowlevel_ops& Ops() const override;
+  void AttachSession(fuse_session* session) override { session_ = session; }
+
+  static UnionFsImpl* From(fuse_req_t req) {
+    return static_cast<UnionFsImpl*>(fuse_req_userdata(req));
+  }
+
+  // ---- shared state (read-only after Open) ----
+  const FsConfig& config() const { return config_; }
+  NodeTable& table() { return *table_; }
+  bool has_upper() const { return has_upper_; }
+  bool writable() const { return has_upper_ && !config_.read_only; }
+  XattrNamespace xattr_ns() const { return ns_; }
+  double timeout() const { return config_.timeout; }
+  const Layer& layer(int i) const { return layers_[static_cast<size_t>(i)]; }
+  int layer_count() const { return static_cast<int>(layers_.size()); }
+
+  // ---- lookup (inode_lookup.cc) ----
+  // Resolves `name` in the directory node `parent`: the union's view, or
+  // ENOENT when nothing is visible (whiteout, opaque, nothing there).
+  Result<NodeState> Resolve(const NodeState& parent, const std::string& name);
+  // Looks `name` up and returns its node with `refs` refs added.
+  Result<Node*> LookupNode(Node* parent, const std::string& name, uint64_t refs);
+  // Whether any lower layer (below the upper) has a visible `name` under
+  // `parent` (whiteouts in the upper are ignored).
+  Result<bool> LowerHas(const NodeState& parent, const std::string& name);
+  // stat of a node's object with the union's view applied (st_ino, nlink,
+  // ownership mapping, override_stat).
+  Result<struct stat> Stat(Node* node);
+  void FixStat(const NodeState& s, bool unlinked, struct stat& st) const;
+  uint64_t ComposeIno(dev_t dev, ino_t ino) const;
+  void FillEntry(Node* node, const struct stat& st, fuse_entry_param& e) const;
+
+  // ---- copy-up (copy_up.cc) ----
+  // Makes the node's name exist in the upper layer (parents first); data is
+  // copied unless `data` is false (O_TRUNC to size 0).
+  Result<void> CopyUp(Node* node, bool data = true);
+  // The upper directory fd of a directory node, copying it up if needed.
+  Result<SharedFd> UpperDir(Node* dir);
+  // Removes a whiteout for `name` in the upper dir `dirfd`; true if one was there.
+  Result<bool> RemoveWhiteout(int dirfd, const std::string& name);
+  // Makes a whiteout for `name` in the upper dir `dirfd`.
+  Result<void> MakeWhiteoutAt(int dirfd, const std::string& name);
+  // A fresh temporary name in work/work.
+  std::string TempName();
+  int work_fd() const { return work_work_.get(); }
+  int index_fd() const { return work_index_.get(); }
+  std::string OriginXattr() const;
+  std::string IndexName(dev_t dev, ino_t ino) const;
+  // Ownership for a new object made for the request's caller.
+  Result<void> ChownNew(int dirfd, const std::string& name, fuse_req_t req);
+  uid_t ToOuterUid(uid_t inner) const;
+  gid_t ToOuterGid(gid_t inner) const;
+  uid_t ToInnerUid(uid_t outer) const;
+  gid_t ToInnerGid(gid_t outer) const;
+
+  // ---- op bodies ----
+  Result<struct stat> DoSetattr(Node* node, const struct stat& attr, int to_set,
+                                fuse_file_info* fi, fuse_req_t req);
+  Result<Node*> DoMake(fuse_req_t req, Node* parent, const std::string& name, mode_t mode,
+                       dev_t rdev, const char* link_target, Fd* open_fd, int open_flags);
+  Result<void> DoRemove(Node* parent, const std::string& name, bool dir);
+  Result<void> DoRename(Node* parent, const std::string& name, Node* new_parent,
+                        const std::string& new_name, unsigned int flags);
+  Result<Node*> DoLink(Node* node, Node* new_parent, const std::string& new_name);
+  Result<void> LoadDir(DirHandle& handle);
+  Result<std::vector<std::string>> MergedNames(const NodeState& dir);
+
+  void NotifyInvalInode(Node* node);
+
+ private:
+  FsConfig config_;
+  std::vector<Layer> layers_;
+  bool has_upper_ = false;
+  XattrNamespace ns_ = XattrNamespace::kUser;
+  bool chr_whiteouts_ = true;  // mknod 0/0 works in the upper
+  Fd work_;
+  Fd work_work_;
+  Fd work_index_;
+  std::unique_ptr<NodeTable> table_;
+  std::atomic<uint64_t> temp_counter_{0};
+  fuse_session* session_ = nullptr;
+  std::string temp_prefix_;
+};
+
+// Op tables, one per family file.
+void FillEntryOps(fuse_lowlevel_ops& ops);
+void FillDirOps(fuse_lowlevel_ops& ops);
+void FillFileOps(fuse_lowlevel_ops& ops);
+void FillLinkOps(fuse_lowlevel_ops& ops);
+void FillXattrOps(fuse_lowlevel_ops& ops);
+
+// Logs an unexpected error of an op (quiet on ENOENT and other expected codes).
+void LogOpError(const char* op, fuse_ino_t ino, const Error& error);
+
+// Replies the entry of a node just made (mkdir, mknod, symlink, link), or the error.
+void ReplyNewEntry(fuse_req_t req, const char* op, fuse_ino_t parent, UnionFsImpl* fs,
+                   Result<Node*> node);
+
+// Runs `body` catching everything; replies `err` when it throws. The body
+// replies itself exactly once on every path that does not throw.
+template <class F>
+void Guard(fuse_req_t req, const char* op, F&& body) noexcept {
+  try {
+    body();
+  } catch (const std::bad_alloc&) {
+    fuse_reply_err(req, ENOMEM);
+  } catch (...) {
+    LogOpError(op, 0, Error(EIO, "unexpected exception"));
+    fuse_reply_err(req, EIO);
+  }
+}
+
+// Replies an error for a failed Result (after logging it).
+inline void ReplyError(fuse_req_t req, const char* op, fuse_ino_t ino, const Error& error) {
+  LogOpError(op, ino, error);
+  fuse_reply_err(req, error.code());
+}
+
+}  // namespace lamina::fuse
