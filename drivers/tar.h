@@ -62,6 +62,10 @@ struct DiffEntry {
   };
   std::string path;  // relative, no leading "/"
   Kind kind = Kind::kContent;
+  // kContent only: where the object really is when not at `root/path` (an
+  // absolute path), e.g. content a redirected directory takes from a lower
+  // layer. Empty: `root/path`.
+  std::string source;
 };
 
 // Writes an uncompressed OCI layer tar to `out_fd`: for kContent entries the
@@ -79,6 +83,15 @@ Result<TarStats> WriteLayerTar(int out_fd, const std::string& root,
 // devices, `.wh.NAME` files) as kWhiteout, opaque directories as kContent
 // plus kOpaque.
 Result<std::vector<DiffEntry>> UnionDiffEntries(const std::string& upper);
+
+// The same, for an upper that may hold redirected directories (the
+// `<ns>.overlay.redirect` xattr of kernel redirect_dir=on, or lamina-fuse's
+// renames): the OCI format has no redirects, so a redirected directory is
+// written opaque with its full merged content, the part that comes from the
+// lower layers (`lowers`, top first) carrying its `source`. A redirect met
+// without `lowers` to resolve it fails with EINVAL.
+Result<std::vector<DiffEntry>> UnionDiffEntries(const std::string& upper,
+                                                const std::vector<std::string>& lowers);
 
 // Changes of a union-format upper against the merged view of `lowers`
 // (top first): a path in the upper that exists in a lower is Modified,

@@ -14,3 +14,12 @@ Result<std::vector<Change>> UnionChanges(const std::string& /*upper*/,
 }
 
 }  // namespace lamina
+
+namespace lamina {
+
+Result<std::vector<DiffEntry>> UnionDiffEntries(const std::string& /*upper*/,
+                                                const std::vector<std::string>& /*lowers*/) {
+  return Fail(ENOSYS, "UnionDiffEntries: not yet");
+}
+
+}  // namespace lamina
