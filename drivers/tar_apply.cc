@@ -95,7 +95,7 @@ class Applier {
 
  private:
   Result<Fd> ParentDir(const std::string& parent, const std::string& entry_name);
-  Result<void> ApplyWhiteout(const std::string& path, const std::string& dir,
+  Result<void> ApplyWhiteout(struct archive_entry* entry, const std::string& dir,
                              const std::string& base, const std::string& entry_name);
   Result<void> EmptyOpaqueDir(int dirfd, const std::string& dir);
   Result<void> WriteData(struct archive* tar, int fd, int64_t size, const std::string& name);
@@ -223,7 +223,7 @@ Result<void> Applier::EmptyOpaqueDir(int dirfd, const std::string& dir) {
   return {};
 }
 
-Result<void> Applier::ApplyWhiteout(const std::string& path, const std::string& dir,
+Result<void> Applier::ApplyWhiteout(struct archive_entry* entry, const std::string& dir,
                                     const std::string& base, const std::string& name) {
   Fd parent = LAMINA_TRY(ParentDir(dir, name));
   if (base == kOpaqueWhiteout) {
@@ -247,12 +247,19 @@ Result<void> Applier::ApplyWhiteout(const std::string& path, const std::string& 
   if (target.empty() || target == "." || target == "..") {
     return Fail(EntryError(EINVAL, name, "whiteout of an invalid name"));
   }
-  (void)path;
   auto removed = RemoveTreeAt(parent.get(), target);
   if (!removed) return Fail(EntryError(removed.error().code(), name, removed.error().message()));
   if (options_.whiteouts == WhiteoutMode::kUnion) {
     auto r = MakeWhiteout(parent.get(), target);
     if (!r) return Fail(EntryError(r.error().code(), name, r.error().message()));
+    // The whiteout keeps the entry's mtime, so layers round-trip exactly.
+    struct timespec times[2];
+    times[0] = times[1] = {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)};
+    if (::utimensat(parent.get(), target.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0 &&
+        (errno != ENOENT ||
+         ::utimensat(parent.get(), base.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)) {
+      return Fail(Error(errno, "tar entry '" + name + "': set times"));
+    }
   }
   return {};
 }
@@ -334,7 +341,7 @@ Result<void> Applier::Apply(struct archive* tar, struct archive_entry* entry) {
   std::string path = LAMINA_TRY(CleanEntryPath(name, name));
   auto [dir, base] = SplitParent(path);
 
-  if (base.starts_with(kWhiteoutPrefix)) return ApplyWhiteout(path, dir, base, name);
+  if (base.starts_with(kWhiteoutPrefix)) return ApplyWhiteout(entry, dir, base, name);
 
   const char* hardlink = archive_entry_hardlink(entry);
   mode_t type = archive_entry_filetype(entry);
