@@ -90,7 +90,9 @@ TEST(Path, OpenInRootNeverLeavesTheRoot) {
   for (const char* path : {"abs", "rel", "../secret", "/secret"}) {
     auto fd = OpenBeneath(root.get(), path, O_RDONLY);
     EXPECT_FALSE(fd) << path;
-    if (!fd) EXPECT_EQ(fd.error().code(), EXDEV) << path;
+    if (!fd) {
+      EXPECT_EQ(fd.error().code(), EXDEV) << path;
+    }
   }
 }
 
