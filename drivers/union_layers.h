@@ -1,0 +1,48 @@
+#pragma once
+
+// What the union-format drivers (kernel overlay, fuse) do the same way on a
+// LayerHome: the layer content calls of Driver that do not depend on how the
+// union is mounted. Each takes the home and the layer id, checks the id, and
+// wraps errors with "<verb> of layer <id>".
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "drivers/driver.h"
+#include "drivers/layer_home.h"
+
+namespace lamina {
+
+// ENOENT unless `id` is a valid id of an existing layer.
+Result<void> CheckLayerExists(const LayerHome& home, const std::string& id);
+
+// The diff/ directories of `id`'s ancestors (parent first), for
+// UnionChanges / UnionDiffEntries.
+Result<std::vector<std::string>> LowerDiffDirs(const LayerHome& home, const std::string& id);
+
+// Driver::Changes: the layer's diff/ against the merged view of its ancestors.
+Result<std::vector<Change>> UnionLayerChanges(const LayerHome& home, const std::string& id);
+
+// Driver::Diff: the layer tar of diff/ (redirected directories resolved
+// against the ancestors).
+Result<TarStats> UnionLayerDiff(const LayerHome& home, const std::string& id, int out_fd);
+
+// Driver::ApplyDiff: OCI whiteouts become union whiteouts/opaque xattrs in
+// `xattr_ns`; a rootless (kUser) store keeps the tar's owners in
+// user.containers.override_stat instead of chowning.
+Result<TarStats> UnionLayerApplyDiff(const LayerHome& home, const std::string& id, int tar_fd,
+                                     XattrNamespace xattr_ns);
+
+// Driver::Usage: allocated bytes (st_blocks * 512) below diff/, each inode
+// once, symlinks not followed.
+Result<uint64_t> LayerUsage(const LayerHome& home, const std::string& id);
+
+// Driver::Remove for a driver whose mounts are at <id>/merged: EBUSY when
+// merged is a mount point, otherwise the layer's directory goes, under the
+// mount-count lock so a concurrent Mount fails cleanly. A missing layer is
+// fine.
+Result<void> RemoveUnmountedLayer(const LayerHome& home, const std::string& id);
+
+}  // namespace lamina
