@@ -76,6 +76,7 @@ Result<LayerInfo> ParseLayerInfo(std::string_view text) {
   layer.created = LAMINA_TRY(Member<std::string>(j, "created", kWhat));
   layer.writable = LAMINA_TRY(Member<bool>(j, "writable", kWhat));
   layer.size = LAMINA_TRY(Member<uint64_t>(j, "size", kWhat));
+  if (!j["size"].is_number_unsigned()) return Fail(EINVAL, "layer.json: \"size\" is negative");
   layer.diff_id = LAMINA_TRY(Member<std::string>(j, "diff_id", kWhat));
   auto state = LAMINA_TRY(Member<std::string>(j, "state", kWhat));
   layer.state = LAMINA_TRY(ParseLayerState(state));
