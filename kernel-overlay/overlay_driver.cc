@@ -1,12 +1,456 @@
 #include "kernel-overlay/overlay_driver.h"
 
-#include "drivers/unavailable_driver.h"
+#include <ftw.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <set>
+#include <utility>
+
+#include "common/fs.h"
+#include "common/scope_guard.h"
+#include "drivers/format.h"
+#include "drivers/layer_home.h"
+#include "drivers/tar.h"
+#include "kernel-overlay/overlay_mount.h"
+#include "kernel-overlay/overlay_options.h"
 
 namespace lamina::overlay {
 
-// Placeholder until the kernel-overlay driver lands.
-std::unique_ptr<Driver> MakeOverlayDriver(const DriverConfig&) {
-  return std::make_unique<UnavailableDriver>("overlay", "not built yet");
+namespace {
+
+// <home>/l/<short> -> ../<id>/diff, for the mount(2) fallback (as Docker's
+// overlay2): a lowerdir string of 26-character names fits ~140 layers into
+// the kernel's 4 KiB of mount data. The link is made the first time a layer
+// is mounted that way; <home>/<id>/link holds its short name.
+constexpr char kLinkDir[] = "l";
+constexpr size_t kShortIdLength = 26;
+
+// A directory with nothing in it: the lower of a writable base layer, and the
+// second lower of a one-layer read-only stack (the kernel wants an upper or
+// at least two lowers).
+constexpr char kEmptyDir[] = "empty";
+
+bool NewApiMissing(const Error& error) {
+  return error.code() == ENOSYS ||
+         (error.code() == EOPNOTSUPP && error.context().starts_with("lowerdir+"));
+}
+
+// du-like usage: st_blocks of every inode once.
+thread_local std::set<std::pair<dev_t, ino_t>>* usage_seen = nullptr;
+thread_local uint64_t usage_bytes = 0;
+int UsageVisit(const char*, const struct stat* st, int, struct FTW*) {
+  if (usage_seen->insert({st->st_dev, st->st_ino}).second) {
+    usage_bytes += static_cast<uint64_t>(st->st_blocks) * 512;
+  }
+  return 0;
+}
+
+class OverlayDriver final : public Driver {
+ public:
+  explicit OverlayDriver(const DriverConfig& config) : config_(config), home_(config.home) {
+    const char* env = std::getenv("LAMINA_OVERLAY_MOUNT_API");
+    auto parsed = ParseOverlayOptions(config.options, env != nullptr ? env : "");
+    if (parsed) {
+      options_ = *parsed;
+    } else {
+      options_error_ = parsed.error();
+    }
+  }
+
+  std::string_view Name() const override { return "overlay"; }
+  ProbeResult Probe(const HostFacts& host) override;
+  Result<void> Create(const std::string& id, const std::string& parent,
+                      const CreateOptions& options) override;
+  Result<void> Remove(const std::string& id) override;
+  bool Exists(const std::string& id) const override { return home_.Exists(id); }
+  Result<std::string> Mount(const std::string& id, const MountOptions& options) override;
+  Result<void> Unmount(const std::string& id) override;
+  Result<int> MountCount(const std::string& id) const override;
+  Result<std::vector<Change>> Changes(const std::string& id) override;
+  Result<TarStats> Diff(const std::string& id, int out_fd) override;
+  Result<TarStats> ApplyDiff(const std::string& id, int tar_fd) override;
+  Result<uint64_t> Usage(const std::string& id) override;
+  std::vector<std::pair<std::string, std::string>> Status() const override;
+  std::string DiffPath(const std::string& id) const override { return home_.DiffDir(id); }
+
+ private:
+  bool userxattr() const { return config_.xattr_ns == XattrNamespace::kUser; }
+  // redirect_dir=on needs trusted xattrs: the kernel refuses it with userxattr.
+  bool redirect_dir() const { return options_.redirect_dir && !userxattr(); }
+  Result<void> CheckOptions() const {
+    if (options_error_) return Fail(*options_error_);
+    return {};
+  }
+  // Mounts `spec` (absolute paths) with the configured API; for the legacy
+  // API `make_legacy` gives the same mount with paths relative to
+  // `legacy_base` (made only when needed: it may create short links).
+  // Records which API was used in used_api_.
+  Result<void> MountSpec(const OverlaySpec& spec,
+                         const std::function<Result<OverlaySpec>()>& make_legacy,
+                         const std::string& legacy_base);
+  Result<std::string> EnsureShortLink(const std::string& id);
+  Result<std::string> EnsureEmptyDir(const std::string& id);
+
+  DriverConfig config_;
+  LayerHome home_;
+  OverlayOptions options_;
+  std::optional<Error> options_error_;
+  // Set once the kernel has shown it lacks the new API (auto mode).
+  bool new_api_missing_ = false;
+  std::string used_api_;
+};
+
+Result<void> OverlayDriver::MountSpec(const OverlaySpec& spec,
+                                      const std::function<Result<OverlaySpec>()>& make_legacy,
+                                      const std::string& legacy_base) {
+  if (options_.mount_api != MountApi::kLegacy && !new_api_missing_) {
+    auto mounted = MountNewApi(spec);
+    if (mounted) {
+      used_api_ = "new";
+      return {};
+    }
+    if (options_.mount_api == MountApi::kNew || !NewApiMissing(mounted.error())) {
+      return Fail(mounted.error());
+    }
+    spdlog::info("overlay: new mount API unavailable ({}); using mount(2)",
+                 mounted.error().message());
+    new_api_missing_ = true;
+  }
+  OverlaySpec legacy = LAMINA_TRY(make_legacy());
+  LAMINA_CHECK(MountLegacy(legacy, legacy_base));
+  used_api_ = "legacy";
+  return {};
+}
+
+Result<std::string> OverlayDriver::EnsureShortLink(const std::string& id) {
+  std::string link_file = home_.Dir(id) + "/link";
+  if (auto text = ReadFile(link_file)) {
+    std::string name = *text;
+    while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+    if (name.size() == kShortIdLength && PathExists(home_.home() + "/" + kLinkDir + "/" + name)) {
+      return name;
+    }
+  }
+  LAMINA_CHECK(MakeDirs(home_.home() + "/" + kLinkDir, 0700));
+  std::string name = RandomId().substr(0, kShortIdLength);
+  std::string link = home_.home() + "/" + kLinkDir + "/" + name;
+  if (::symlink(("../" + id + "/diff").c_str(), link.c_str()) != 0) {
+    return FailErrno("symlink " + link);
+  }
+  auto written = WriteFileAtomic(link_file, name + "\n", 0600);
+  if (!written) {
+    ::unlink(link.c_str());
+    return Fail(written.error());
+  }
+  return name;
+}
+
+Result<std::string> OverlayDriver::EnsureEmptyDir(const std::string& id) {
+  std::string dir = home_.Dir(id) + "/" + kEmptyDir;
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return FailErrno("mkdir " + dir);
+  return dir;
+}
+
+ProbeResult OverlayDriver::Probe(const HostFacts& host) {
+  ProbeResult result;
+  auto& f = result.features;
+  f["backing_fs"] = host.backing_fs;
+  f["d_type"] = host.d_type ? "yes" : "no";
+  f["xattr_namespace"] = std::string(XattrNamespaceName(config_.xattr_ns));
+  f["userxattr"] = userxattr() ? "yes" : "no";
+  f["redirect_dir"] = redirect_dir() ? "on" : (userxattr() ? "nofollow (userxattr)" : "off");
+  f["mount_api_option"] = std::string(MountApiName(options_.mount_api));
+  auto refuse = [&](std::string reason) {
+    result.usable = false;
+    result.reason = std::move(reason);
+    return result;
+  };
+  if (options_error_) return refuse("bad options: " + options_error_->message());
+  if (host.backing_fs == "overlay") {
+    return refuse("the store " + host.store_root +
+                  " is on an overlay filesystem; overlay cannot use an overlay as its upper "
+                  "layer (put the store on ext4, xfs or btrfs)");
+  }
+  if (!host.d_type) {
+    return refuse("the store's filesystem (" + host.backing_fs +
+                  ") does not report d_type; overlay needs it (xfs needs ftype=1)");
+  }
+  if (config_.xattr_ns == XattrNamespace::kTrusted && host.in_user_namespace) {
+    return refuse("the store uses trusted.overlay.* xattrs, which need root in the initial "
+                  "user namespace; this is a user namespace (a rootless store uses user.*)");
+  }
+  if (userxattr() && !host.user_xattrs) {
+    return refuse("the store's filesystem (" + host.backing_fs +
+                  ") does not take user.* xattrs, needed for userxattr");
+  }
+
+  // A real trial mount with the options real mounts use.
+  std::string tmpl = host.store_root + "/.overlay-probe-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  if (::mkdtemp(buf.data()) == nullptr) {
+    return refuse("cannot make a trial directory in " + host.store_root + ": " +
+                  std::strerror(errno));
+  }
+  std::string dir = buf.data();
+  auto cleanup = Defer([&] {
+    (void)overlay::Unmount(dir + "/merged");
+    auto removed = RemoveTree(dir);
+    if (!removed) spdlog::warn("overlay probe cleanup: {}", removed.error().message());
+  });
+  for (const char* sub : {"lower1", "lower2", "upper", "work", "merged"}) {
+    if (::mkdir((dir + "/" + sub).c_str(), 0755) != 0) {
+      return refuse("trial directory in " + host.store_root + ": " + std::strerror(errno));
+    }
+  }
+  if (!WriteFileAtomic(dir + "/lower2/probe", "lamina\n")) {
+    return refuse("cannot write a trial file in " + host.store_root);
+  }
+  OverlaySpec spec;
+  spec.lowers = {dir + "/lower1", dir + "/lower2"};
+  spec.upper = dir + "/upper";
+  spec.work = dir + "/work";
+  spec.target = dir + "/merged";
+  spec.userxattr = userxattr();
+  spec.redirect_dir = redirect_dir();
+  auto make_legacy = [&]() -> Result<OverlaySpec> {
+    OverlaySpec legacy = spec;
+    legacy.lowers = {"lower1", "lower2"};
+    legacy.upper = "upper";
+    legacy.work = "work";
+    return legacy;
+  };
+  auto mounted = MountSpec(spec, make_legacy, dir);
+  if (!mounted) {
+    std::string why = "trial overlay mount in " + host.store_root + " failed: " +
+                      mounted.error().message();
+    if (!host.overlay_listed) why += " (overlay is not in /proc/filesystems)";
+    return refuse(why);
+  }
+  f["mount_api"] = used_api_ == "new" ? "new (fsopen, lowerdir+)" : "legacy (mount(2), l/ links)";
+  f["max_layers"] = used_api_ == "new" ? "500" : "about 140";
+  auto content = ReadFile(dir + "/merged/probe");
+  bool write_ok = WriteFileAtomic(dir + "/merged/written", "x").has_value();
+  if (!content || *content != "lamina\n" || !write_ok) {
+    return refuse("trial overlay mount in " + host.store_root +
+                  " mounted but did not read or write as expected");
+  }
+  if (auto unmounted = overlay::Unmount(dir + "/merged"); !unmounted) {
+    return refuse("trial overlay unmount failed: " + unmounted.error().message());
+  }
+  result.usable = true;
+  result.reason = "overlay mounted in " + host.store_root + " (" + host.backing_fs + ", d_type, " +
+                  f["mount_api"] + ", " + (userxattr() ? "userxattr" : "trusted xattrs") + ")";
+  return result;
+}
+
+Result<void> OverlayDriver::Create(const std::string& id, const std::string& parent,
+                                   const CreateOptions& options) {
+  LAMINA_CHECK(CheckOptions());
+  if (id == kLinkDir) {
+    return Fail(EINVAL, "layer id 'l' is reserved by the overlay driver (short links)");
+  }
+  return home_.CreateDirs(id, parent, options.writable);
+}
+
+Result<void> OverlayDriver::Remove(const std::string& id) {
+  LAMINA_CHECK(ValidateLayerId(id));
+  std::string dir = home_.Dir(id);
+  if (!PathExists(dir)) return {};
+  {
+    auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
+    bool mounted = LAMINA_TRY(IsMountPoint(home_.MergedDir(id)));
+    if (mounted) {
+      return Fail(EBUSY, "layer " + id + " is mounted (" + std::to_string(refs.count()) +
+                             " reference(s)) at " + home_.MergedDir(id) +
+                             "; unmount it before removing it");
+    }
+    if (auto link = ReadFile(dir + "/link")) {
+      std::string name = *link;
+      while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) {
+        name.pop_back();
+      }
+      if (!name.empty() && name.find('/') == std::string::npos) {
+        std::string path = home_.home() + "/" + kLinkDir + "/" + name;
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT) return FailErrno("unlink " + path);
+      }
+    }
+    // Removed while the lock is held, so a concurrent Mount fails cleanly.
+    LAMINA_CHECK(RemoveTree(dir));
+  }
+  return {};
+}
+
+Result<std::string> OverlayDriver::Mount(const std::string& id, const MountOptions& options) {
+  LAMINA_CHECK(CheckOptions());
+  LAMINA_CHECK(ValidateLayerId(id));
+  auto chain = LAMINA_TRY(home_.Chain(id));
+  auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
+  std::string merged = home_.MergedDir(id);
+  bool mounted = LAMINA_TRY(IsMountPoint(merged));
+  if (mounted) {
+    // Count 0 with a live mount: a process died between mounting and
+    // counting; the mount is adopted.
+    LAMINA_CHECK(refs.Set(refs.count() + 1));
+    return merged;
+  }
+  if (refs.count() > 0) {
+    spdlog::warn("overlay: layer {} had a stale mount count {} (not mounted); repaired", id,
+                 refs.count());
+  }
+  if (::mkdir(merged.c_str(), 0755) != 0 && errno != EEXIST) return FailErrno("mkdir " + merged);
+
+  bool writable = PathExists(home_.WorkDir(id)) && !options.read_only;
+  OverlaySpec spec;
+  spec.target = merged;
+  spec.read_only = !writable;
+  spec.userxattr = userxattr();
+  spec.redirect_dir = redirect_dir();
+  spec.label = options.mount_label;
+  // Lower layers: the ancestors, or the whole chain for a read-only view.
+  std::vector<std::string> lower_ids(chain.begin() + (writable ? 1 : 0), chain.end());
+  for (const auto& lower : lower_ids) spec.lowers.push_back(home_.DiffDir(lower));
+  bool add_empty = spec.lowers.size() < (writable ? 1u : 2u);
+  if (add_empty) spec.lowers.push_back(LAMINA_TRY(EnsureEmptyDir(id)));
+  if (writable) {
+    spec.upper = home_.DiffDir(id);
+    spec.work = home_.WorkDir(id);
+  }
+  auto make_legacy = [&]() -> Result<OverlaySpec> {
+    OverlaySpec legacy = spec;
+    legacy.lowers.clear();
+    for (const auto& lower : lower_ids) {
+      legacy.lowers.push_back(std::string(kLinkDir) + "/" + LAMINA_TRY(EnsureShortLink(lower)));
+    }
+    if (add_empty) legacy.lowers.push_back(id + "/" + kEmptyDir);
+    if (writable) {
+      legacy.upper = id + "/diff";
+      legacy.work = id + "/work";
+    }
+    return legacy;
+  };
+  auto done = MountSpec(spec, make_legacy, home_.home());
+  if (!done) return Fail(done.error().Wrap("mount layer " + id));
+  auto undo = Defer([&] { (void)overlay::Unmount(merged); });
+  LAMINA_CHECK(refs.Set(1));
+  undo.Dismiss();
+  return merged;
+}
+
+Result<void> OverlayDriver::Unmount(const std::string& id) {
+  LAMINA_CHECK(ValidateLayerId(id));
+  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
+  auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
+  std::string merged = home_.MergedDir(id);
+  bool mounted = LAMINA_TRY(IsMountPoint(merged));
+  if (!mounted) {
+    if (refs.count() <= 0) return Fail(EINVAL, "layer " + id + " is not mounted");
+    spdlog::warn("overlay: layer {} had a stale mount count {} (not mounted); repaired", id,
+                 refs.count());
+    return refs.Set(0);
+  }
+  if (refs.count() > 1) return refs.Set(refs.count() - 1);
+  auto unmounted = overlay::Unmount(merged);
+  if (!unmounted) {
+    if (unmounted.error().code() == EBUSY) {
+      return Fail(EBUSY, "layer " + id + ": " + merged +
+                             " is busy (open files or a process working in it); not unmounted");
+    }
+    return Fail(unmounted.error());
+  }
+  return refs.Set(0);
+}
+
+Result<int> OverlayDriver::MountCount(const std::string& id) const {
+  LAMINA_CHECK(ValidateLayerId(id));
+  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
+  auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
+  if (refs.count() == 0) return 0;
+  bool mounted = LAMINA_TRY(IsMountPoint(home_.MergedDir(id)));
+  if (!mounted) {
+    spdlog::warn("overlay: layer {} had a stale mount count {} (not mounted); repaired", id,
+                 refs.count());
+    LAMINA_CHECK(refs.Set(0));
+    return 0;
+  }
+  return refs.count();
+}
+
+Result<std::vector<Change>> OverlayDriver::Changes(const std::string& id) {
+  auto chain = LAMINA_TRY(home_.Chain(id));
+  std::vector<std::string> lowers;
+  for (size_t i = 1; i < chain.size(); ++i) lowers.push_back(home_.DiffDir(chain[i]));
+  auto changes = UnionChanges(home_.DiffDir(id), lowers);
+  if (!changes) return Fail(changes.error().Wrap("changes of layer " + id));
+  return changes;
+}
+
+Result<TarStats> OverlayDriver::Diff(const std::string& id, int out_fd) {
+  LAMINA_CHECK(ValidateLayerId(id));
+  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
+  std::string diff = home_.DiffDir(id);
+  auto entries = UnionDiffEntries(diff);
+  if (!entries) return Fail(entries.error().Wrap("diff of layer " + id));
+  auto stats = WriteLayerTar(out_fd, diff, std::move(*entries));
+  if (!stats) return Fail(stats.error().Wrap("diff of layer " + id));
+  return stats;
+}
+
+Result<TarStats> OverlayDriver::ApplyDiff(const std::string& id, int tar_fd) {
+  LAMINA_CHECK(ValidateLayerId(id));
+  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
+  ApplyOptions options;
+  options.whiteouts = WhiteoutMode::kUnion;
+  options.xattr_ns = config_.xattr_ns;
+  // A rootless store cannot chown to the tar's owners; they go into
+  // user.containers.override_stat.
+  options.same_owner = config_.xattr_ns == XattrNamespace::kTrusted;
+  auto applied = ApplyTar(tar_fd, home_.DiffDir(id), options);
+  if (!applied) return Fail(applied.error().Wrap("apply diff to layer " + id));
+  return applied->stats;
+}
+
+Result<uint64_t> OverlayDriver::Usage(const std::string& id) {
+  LAMINA_CHECK(ValidateLayerId(id));
+  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
+  std::set<std::pair<dev_t, ino_t>> seen;
+  usage_seen = &seen;
+  usage_bytes = 0;
+  auto reset = Defer([] { usage_seen = nullptr; });
+  if (::nftw(home_.DiffDir(id).c_str(), UsageVisit, 64, FTW_PHYS) != 0) {
+    return FailErrno("usage of " + home_.DiffDir(id));
+  }
+  return usage_bytes;
+}
+
+std::vector<std::pair<std::string, std::string>> OverlayDriver::Status() const {
+  std::vector<std::pair<std::string, std::string>> status;
+  auto fs = FilesystemType(home_.home());
+  status.emplace_back("backing_fs", fs ? *fs : fs.error().message());
+  status.emplace_back("xattr_namespace", std::string(XattrNamespaceName(config_.xattr_ns)));
+  status.emplace_back("userxattr", userxattr() ? "yes" : "no");
+  status.emplace_back("redirect_dir", redirect_dir() ? "on" : (userxattr() ? "nofollow" : "off"));
+  status.emplace_back("index", userxattr() ? "kernel default" : "off");
+  status.emplace_back("metacopy", "off");
+  status.emplace_back("mount_api_option", std::string(MountApiName(options_.mount_api)));
+  if (!used_api_.empty()) status.emplace_back("mount_api_used", used_api_);
+  if (options_error_) status.emplace_back("options_error", options_error_->message());
+  return status;
+}
+
+}  // namespace
+
+std::unique_ptr<Driver> MakeOverlayDriver(const DriverConfig& config) {
+  return std::make_unique<OverlayDriver>(config);
 }
 
 }  // namespace lamina::overlay

@@ -1,0 +1,34 @@
+#pragma once
+
+// Running a piece of a test as an unprivileged user inside a new user
+// namespace (rootless), with the results reported back to the parent.
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+
+namespace lamina::test {
+
+struct UsernsResult {
+  // Empty when the child ran; otherwise why it could not (for GTEST_SKIP or
+  // a failure message).
+  std::string setup_error;
+  int status = -1;     // the child's exit status (0: body returned)
+  std::string output;  // what the body returned
+};
+
+// Forks; the child drops to `uid`/`gid` (setgroups/setresgid/setresuid),
+// unshares CLONE_NEWUSER|CLONE_NEWNS, maps itself to root inside ("0 <uid>
+// 1", setgroups deny), makes its mounts private, runs `body`, and writes the
+// returned text to a pipe. The parent waits (killing the child after
+// `timeout_seconds`) and returns the text. Mounts made by the child vanish
+// with its mount namespace. Run it from a single-threaded test.
+UsernsResult RunInUserNamespace(uid_t uid, gid_t gid, const std::function<std::string()>& body,
+                                int timeout_seconds = 120);
+
+// Why rootless tests cannot run here (no lamina-test account, not root,
+// user namespaces disabled), or empty when they can.
+std::string RootlessUnavailableReason();
+
+}  // namespace lamina::test
