@@ -104,6 +104,19 @@ std::vector<DriverVerdict> ProbeEveryDriver(const HostFacts& host, const DriverC
   return verdicts;
 }
 
+// Whether a directory in the layer home without layer.json is a layer a
+// crash left half-made (a driver's layer has diff/ and parent; a crash right
+// after mkdir leaves it empty) rather than something a driver keeps there
+// for itself (the overlay driver's l/ of short links).
+Result<bool> LooksLikeLayer(const std::string& dir) {
+  auto names = LAMINA_TRY(ListDir(dir));
+  if (names.empty()) return true;
+  for (const auto& name : names) {
+    if (name == "diff" || name == "parent") return true;
+  }
+  return false;
+}
+
 bool IsWouldBlock(const Error& e) { return e.code() == EWOULDBLOCK || e.code() == EAGAIN; }
 
 }  // namespace
@@ -171,6 +184,7 @@ Result<void> Store::RemoveLeftoversLocked() {
       spdlog::warn("layer {}: {}", name, layer.error().message());
       continue;
     }
+    if (!layer && !LAMINA_TRY(LooksLikeLayer(LayerDir(name)))) continue;
     // An apply at work in another process holds use.lock.
     auto use = StoreLock::TryAcquire(UseLock(name), LockMode::kExclusive);
     if (!use) {
@@ -443,6 +457,8 @@ Result<InfoReport> GatherInfo(const OpenOptions& options) {
     report.why = selection->why;
     report.verdicts = std::move(selection->verdicts);
     report.driver_status = selection->driver->Status();
+  } else if (selection.error().code() == EINVAL) {
+    return Fail(selection.error());  // an unknown driver name: a usage mistake
   } else {
     report.why = Describe(selection.error());
     report.verdicts = ProbeEveryDriver(report.host, config);

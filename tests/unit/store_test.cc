@@ -345,15 +345,20 @@ TEST(Store, IncompleteLayersAndBareDirsAreRemovedAtOpen) {
   // A layer directory a crash left before layer.json was written.
   ASSERT_TRUE(MakeDirs(root + "/layers/bare/diff/etc"));
   test::WriteFile(root + "/layers/bare/diff/etc/passwd", "x");
+  ASSERT_TRUE(MakeDirs(root + "/layers/empty"));
   // Not a layer name: left alone (a driver's or a temporary file).
   ASSERT_TRUE(MakeDirs(root + "/layers/.private"));
+  // Not a layer either: what a driver keeps for itself (overlay's short links).
+  ASSERT_TRUE(MakeDirs(root + "/layers/l"));
+  ASSERT_EQ(::symlink("../good/diff", (root + "/layers/l/ABCDEFGH").c_str()), 0);
 
   OPEN_OR_SKIP(store, root);
   std::set<std::string> removed(store.removed_at_open().begin(), store.removed_at_open().end());
-  EXPECT_EQ(removed, (std::set<std::string>{"bare", "half"}));
+  EXPECT_EQ(removed, (std::set<std::string>{"bare", "empty", "half"}));
   EXPECT_FALSE(PathExists(root + "/layers/half"));
   EXPECT_FALSE(PathExists(root + "/layers/bare"));
   EXPECT_TRUE(PathExists(root + "/layers/.private"));
+  EXPECT_TRUE(PathExists(root + "/layers/l/ABCDEFGH"));
   auto list = store.ListLayers();
   ASSERT_TRUE(list);
   ASSERT_EQ(list->size(), 1u);
