@@ -1,6 +1,5 @@
 #include "kernel-overlay/overlay_driver.h"
 
-#include <ftw.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,14 +11,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <set>
 #include <utility>
 
 #include "common/fs.h"
 #include "common/scope_guard.h"
 #include "drivers/format.h"
 #include "drivers/layer_home.h"
-#include "drivers/tar.h"
+#include "drivers/union_layers.h"
 #include "kernel-overlay/overlay_mount.h"
 #include "kernel-overlay/overlay_options.h"
 
@@ -44,16 +42,6 @@ bool NewApiMissing(const Error& error) {
          (error.code() == EOPNOTSUPP && error.context().starts_with("lowerdir+"));
 }
 
-// du-like usage: st_blocks of every inode once.
-thread_local std::set<std::pair<dev_t, ino_t>>* usage_seen = nullptr;
-thread_local uint64_t usage_bytes = 0;
-int UsageVisit(const char*, const struct stat* st, int, struct FTW*) {
-  if (usage_seen->insert({st->st_dev, st->st_ino}).second) {
-    usage_bytes += static_cast<uint64_t>(st->st_blocks) * 512;
-  }
-  return 0;
-}
-
 class OverlayDriver final : public Driver {
  public:
   explicit OverlayDriver(const DriverConfig& config) : config_(config), home_(config.home) {
@@ -75,10 +63,18 @@ class OverlayDriver final : public Driver {
   Result<std::string> Mount(const std::string& id, const MountOptions& options) override;
   Result<void> Unmount(const std::string& id) override;
   Result<int> MountCount(const std::string& id) const override;
-  Result<std::vector<Change>> Changes(const std::string& id) override;
-  Result<TarStats> Diff(const std::string& id, int out_fd) override;
-  Result<TarStats> ApplyDiff(const std::string& id, int tar_fd) override;
-  Result<uint64_t> Usage(const std::string& id) override;
+  // Content calls shared with the fuse driver (drivers/union_layers.h):
+  // native whiteouts, opaque and redirect xattrs read from and written to diff/.
+  Result<std::vector<Change>> Changes(const std::string& id) override {
+    return UnionLayerChanges(home_, id);
+  }
+  Result<TarStats> Diff(const std::string& id, int out_fd) override {
+    return UnionLayerDiff(home_, id, out_fd);
+  }
+  Result<TarStats> ApplyDiff(const std::string& id, int tar_fd) override {
+    return UnionLayerApplyDiff(home_, id, tar_fd, config_.xattr_ns);
+  }
+  Result<uint64_t> Usage(const std::string& id) override { return LayerUsage(home_, id); }
   std::vector<std::pair<std::string, std::string>> Status() const override;
   std::string DiffPath(const std::string& id) const override { return home_.DiffDir(id); }
 
@@ -98,6 +94,8 @@ class OverlayDriver final : public Driver {
                          const std::function<Result<OverlaySpec>()>& make_legacy,
                          const std::string& legacy_base);
   Result<std::string> EnsureShortLink(const std::string& id);
+  // The short name recorded in <id>/link, or "".
+  std::string ReadShortLink(const std::string& id) const;
   Result<std::string> EnsureEmptyDir(const std::string& id);
 
   DriverConfig config_;
@@ -131,14 +129,19 @@ Result<void> OverlayDriver::MountSpec(const OverlaySpec& spec,
   return {};
 }
 
+std::string OverlayDriver::ReadShortLink(const std::string& id) const {
+  auto text = ReadFile(home_.Dir(id) + "/link");
+  if (!text) return {};
+  std::string name = *text;
+  while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+  return name.find('/') == std::string::npos ? name : std::string();
+}
+
 Result<std::string> OverlayDriver::EnsureShortLink(const std::string& id) {
   std::string link_file = home_.Dir(id) + "/link";
-  if (auto text = ReadFile(link_file)) {
-    std::string name = *text;
-    while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
-    if (name.size() == kShortIdLength && PathExists(home_.home() + "/" + kLinkDir + "/" + name)) {
-      return name;
-    }
+  if (std::string name = ReadShortLink(id);
+      name.size() == kShortIdLength && PathExists(home_.home() + "/" + kLinkDir + "/" + name)) {
+    return name;
   }
   LAMINA_CHECK(MakeDirs(home_.home() + "/" + kLinkDir, 0700));
   std::string name = RandomId().substr(0, kShortIdLength);
@@ -264,28 +267,11 @@ Result<void> OverlayDriver::Create(const std::string& id, const std::string& par
 
 Result<void> OverlayDriver::Remove(const std::string& id) {
   LAMINA_CHECK(ValidateLayerId(id));
-  std::string dir = home_.Dir(id);
-  if (!PathExists(dir)) return {};
-  {
-    auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
-    bool mounted = LAMINA_TRY(IsMountPoint(home_.MergedDir(id)));
-    if (mounted) {
-      return Fail(EBUSY, "layer " + id + " is mounted (" + std::to_string(refs.count()) +
-                             " reference(s)) at " + home_.MergedDir(id) +
-                             "; unmount it before removing it");
-    }
-    if (auto link = ReadFile(dir + "/link")) {
-      std::string name = *link;
-      while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) {
-        name.pop_back();
-      }
-      if (!name.empty() && name.find('/') == std::string::npos) {
-        std::string path = home_.home() + "/" + kLinkDir + "/" + name;
-        if (::unlink(path.c_str()) != 0 && errno != ENOENT) return FailErrno("unlink " + path);
-      }
-    }
-    // Removed while the lock is held, so a concurrent Mount fails cleanly.
-    LAMINA_CHECK(RemoveTree(dir));
+  std::string short_link = ReadShortLink(id);
+  LAMINA_CHECK(RemoveUnmountedLayer(home_, id));
+  if (!short_link.empty()) {
+    std::string path = home_.home() + "/" + kLinkDir + "/" + short_link;
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return FailErrno("unlink " + path);
   }
   return {};
 }
@@ -383,53 +369,6 @@ Result<int> OverlayDriver::MountCount(const std::string& id) const {
     return 0;
   }
   return refs.count();
-}
-
-Result<std::vector<Change>> OverlayDriver::Changes(const std::string& id) {
-  auto chain = LAMINA_TRY(home_.Chain(id));
-  std::vector<std::string> lowers;
-  for (size_t i = 1; i < chain.size(); ++i) lowers.push_back(home_.DiffDir(chain[i]));
-  auto changes = UnionChanges(home_.DiffDir(id), lowers);
-  if (!changes) return Fail(changes.error().Wrap("changes of layer " + id));
-  return changes;
-}
-
-Result<TarStats> OverlayDriver::Diff(const std::string& id, int out_fd) {
-  LAMINA_CHECK(ValidateLayerId(id));
-  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
-  std::string diff = home_.DiffDir(id);
-  auto entries = UnionDiffEntries(diff);
-  if (!entries) return Fail(entries.error().Wrap("diff of layer " + id));
-  auto stats = WriteLayerTar(out_fd, diff, std::move(*entries));
-  if (!stats) return Fail(stats.error().Wrap("diff of layer " + id));
-  return stats;
-}
-
-Result<TarStats> OverlayDriver::ApplyDiff(const std::string& id, int tar_fd) {
-  LAMINA_CHECK(ValidateLayerId(id));
-  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
-  ApplyOptions options;
-  options.whiteouts = WhiteoutMode::kUnion;
-  options.xattr_ns = config_.xattr_ns;
-  // A rootless store cannot chown to the tar's owners; they go into
-  // user.containers.override_stat.
-  options.same_owner = config_.xattr_ns == XattrNamespace::kTrusted;
-  auto applied = ApplyTar(tar_fd, home_.DiffDir(id), options);
-  if (!applied) return Fail(applied.error().Wrap("apply diff to layer " + id));
-  return applied->stats;
-}
-
-Result<uint64_t> OverlayDriver::Usage(const std::string& id) {
-  LAMINA_CHECK(ValidateLayerId(id));
-  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
-  std::set<std::pair<dev_t, ino_t>> seen;
-  usage_seen = &seen;
-  usage_bytes = 0;
-  auto reset = Defer([] { usage_seen = nullptr; });
-  if (::nftw(home_.DiffDir(id).c_str(), UsageVisit, 64, FTW_PHYS) != 0) {
-    return FailErrno("usage of " + home_.DiffDir(id));
-  }
-  return usage_bytes;
 }
 
 std::vector<std::pair<std::string, std::string>> OverlayDriver::Status() const {
