@@ -196,7 +196,14 @@ Result<Fd> Applier::ParentDir(const std::string& parent, const std::string& name
       made_.insert(prefix);
       next = OpenInRoot(root_, prefix, kFlags);
     }
-    if (!next) return Fail(EntryError(next.error().code(), name, "parent directory " + prefix));
+    if (!next) {
+      std::string hint = next.error().code() == ENOENT
+                             ? " (a symlink whose target is not in the layer?)"
+                             : "";
+      return Fail(EntryError(next.error().code(), name,
+                             "parent directory " + prefix + hint + ": " +
+                                 std::strerror(next.error().code())));
+    }
     cur = std::move(*next);
   }
   return cur;

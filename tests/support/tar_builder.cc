@@ -14,6 +14,7 @@ namespace lamina::test {
 struct TarBuilder::Sink {
   std::string out;
   bool frozen = false;  // stop capturing output (a truncated stream)
+  bool fail = false;    // make every write fail (libarchive then stops padding)
 };
 
 namespace {
@@ -55,6 +56,7 @@ TarBuilder::TarBuilder() : sink_(std::make_unique<Sink>()) {
       archive_, sink_.get(), nullptr,
       [](struct archive*, void* client, const void* buf, size_t size) -> la_ssize_t {
         auto* sink = static_cast<Sink*>(client);
+        if (sink->fail) return -1;
         if (!sink->frozen) sink->out.append(static_cast<const char*>(buf), size);
         return static_cast<la_ssize_t>(size);
       },
@@ -62,7 +64,9 @@ TarBuilder::TarBuilder() : sink_(std::make_unique<Sink>()) {
 }
 
 TarBuilder::~TarBuilder() {
-  sink_->frozen = true;
+  // A HugeFileHeader left an entry open whose padding libarchive would write
+  // on close: fail the writes instead.
+  sink_->fail = sink_->frozen;
   archive_write_free(archive_);
 }
 
