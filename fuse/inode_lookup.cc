@@ -166,7 +166,9 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
       if (redirect) break;  // a redirect in a lower layer: follow it
     }
   }
-  out.has_lower = out.stack.size() > 1;
+  for (const DirLayer& dl : out.stack) {
+    if (!layers_[static_cast<size_t>(dl.layer)].upper) out.has_lower = true;
+  }
 
   // Identity.
   if (out.upper) {
@@ -230,7 +232,8 @@ Result<Node*> UnionFsImpl::LookupNode(Node* parent, const std::string& name, uin
 
 void UnionFsImpl::FixStat(const NodeState& s, bool unlinked, struct stat& st) const {
   st.st_ino = s.ino;
-  if (S_ISDIR(s.type) && (config_.static_nlink || s.has_lower)) st.st_nlink = 1;
+  // As the kernel overlay: a merged directory reports 1 rather than counting.
+  if (S_ISDIR(s.type) && (config_.static_nlink || s.stack.size() > 1)) st.st_nlink = 1;
   if (unlinked && !s.upper && !S_ISDIR(s.type)) st.st_nlink = 0;
   st.st_uid = ToInnerUid(st.st_uid);
   st.st_gid = ToInnerGid(st.st_gid);
@@ -283,7 +286,7 @@ void UnionFsImpl::FillEntry(Node* node, const struct stat& st, fuse_entry_param&
   e.ino = table_->IdOf(node);
   e.generation = node->generation;
   e.attr = st;
-  e.attr_timeout = config_.timeout;
+  e.attr_timeout = AttrTimeout(st);
   e.entry_timeout = config_.timeout;
 }
 

@@ -69,7 +69,7 @@ struct NodeState {
   ino_t origin_ino = 0;
   uint64_t ino = 0;        // st_ino reported
   nlink_t lower_nlink = 1;  // st_nlink of the lower origin (hard links)
-  bool has_lower = false;   // dirs: stack has entries below the top one
+  bool has_lower = false;   // dirs: some of the stack is in a lower layer
   bool indexed = false;     // a hard-linked lower file with an entry in
                             // work/index (kernel index=on)
 };

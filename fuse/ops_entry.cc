@@ -136,7 +136,7 @@ void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
       ReplyError(req, "getattr", ino, st.error());
       return;
     }
-    fuse_reply_attr(req, &*st, fs->timeout());
+    fuse_reply_attr(req, &*st, fs->AttrTimeout(*st));
   });
 }
 
@@ -149,7 +149,7 @@ void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
       ReplyError(req, "setattr", ino, st.error());
       return;
     }
-    fuse_reply_attr(req, &*st, fs->timeout());
+    fuse_reply_attr(req, &*st, fs->AttrTimeout(*st));
   });
 }
 

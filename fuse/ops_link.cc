@@ -177,12 +177,10 @@ Result<Node*> UnionFsImpl::DoLink(Node* node, Node* new_parent, const std::strin
     if (over_whiteout) (void)MakeWhiteoutAt(pdir->get(), new_name);
     return Fail(saved);
   }
-  int fd = ::openat(pdir->get(), new_name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return FailErrno();
-  s.fd = std::make_shared<const Fd>(fd);
-  s.src_dir = pdir;
-  s.src_name = new_name;
-  return table_->InsertChild(new_parent, new_name, std::move(s), 1);
+  // The new name answers with the same node, so the kernel keeps one inode
+  // for both names (and its nlink right).
+  table_->Ref(node);
+  return node;
 }
 
 namespace {

@@ -1,10 +1,11 @@
 // Xattr ops. The union format's own xattrs (drivers/format.h
 // IsInternalXattr, lamina's origin/index marks under the same prefixes) are
-// never listed, readable or settable through the mount: as the kernel
-// overlay, asking for one gives EOPNOTSUPP.
+// never listed, readable or settable through the mount; names under the
+// union's own prefix are escaped as the kernel overlay does (see ToDisk).
 
 #include <sys/xattr.h>
 
+#include <optional>
 #include <vector>
 
 #include "common/fs.h"
@@ -15,41 +16,76 @@ namespace lamina::fuse {
 
 namespace {
 
+bool IsAcl(std::string_view name) { return name.starts_with("system.posix_acl_"); }
+
 bool Hidden(const UnionFsImpl& fs, std::string_view name) {
   if (IsInternalXattr(name)) return true;
   if (fs.config().xattr_permissions == 1 && name == "security.containers.override_stat") {
     return true;
   }
-  return false;
+  return fs.config().noacl && IsAcl(name);
 }
 
-bool IsAcl(std::string_view name) { return name.starts_with("system.posix_acl_"); }
-
-// Why a change of xattr `name` is refused before touching anything (0: it is not).
-int RefuseChange(const UnionFsImpl& fs, std::string_view name) {
-  if (fs.config().noxattrs || Hidden(fs, name) || (fs.config().noacl && IsAcl(name))) return ENOTSUP;
-  if (!fs.writable()) return EROFS;
-  return 0;
+// Names under the union's own prefix are escaped as the kernel overlay does
+// ("trusted.overlay.X" is stored as "trusted.overlay.overlay.X"), so users
+// may set them without touching the format. nullopt: a hidden name.
+std::optional<std::string> ToDisk(const UnionFsImpl& fs, std::string_view name) {
+  std::string prefix = OverlayXattrPrefix(fs.xattr_ns());
+  if (name.starts_with(prefix)) return prefix + "overlay." + std::string(name.substr(prefix.size()));
+  if (Hidden(fs, name)) return std::nullopt;
+  return std::string(name);
+}
+std::optional<std::string> FromDisk(const UnionFsImpl& fs, std::string_view name) {
+  std::string escaped = OverlayXattrPrefix(fs.xattr_ns()) + "overlay.";
+  if (name.starts_with(escaped)) {
+    return OverlayXattrPrefix(fs.xattr_ns()) + std::string(name.substr(escaped.size()));
+  }
+  if (Hidden(fs, name)) return std::nullopt;
+  return std::string(name);
 }
 
-// A path for the xattr syscalls that reaches the object itself: symlinks by
-// their directory and name (l*xattr), others through /proc/self/fd.
-std::string XattrPath(const NodeState& s) {
-  if (S_ISLNK(s.type)) return ProcFdPath(s.src_dir->get()) + "/" + s.src_name;
-  return ProcFdPath(s.fd->get());
+// Where the xattr syscalls reach the object itself: symlinks by their
+// directory and name without following, others through /proc/self/fd
+// (following the magic link).
+struct Target {
+  std::string path;
+  bool follow;
+  ssize_t Get(const char* name, void* buf, size_t size) const {
+    return follow ? ::getxattr(path.c_str(), name, buf, size)
+                  : ::lgetxattr(path.c_str(), name, buf, size);
+  }
+  ssize_t List(char* buf, size_t size) const {
+    return follow ? ::listxattr(path.c_str(), buf, size) : ::llistxattr(path.c_str(), buf, size);
+  }
+  int Set(const char* name, const void* value, size_t size, int flags) const {
+    return follow ? ::setxattr(path.c_str(), name, value, size, flags)
+                  : ::lsetxattr(path.c_str(), name, value, size, flags);
+  }
+  int Remove(const char* name) const {
+    return follow ? ::removexattr(path.c_str(), name) : ::lremovexattr(path.c_str(), name);
+  }
+};
+
+Target TargetOf(const NodeState& s) {
+  if (S_ISLNK(s.type)) return {ProcFdPath(s.src_dir->get()) + "/" + s.src_name, false};
+  return {ProcFdPath(s.fd->get()), true};
 }
 
 void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
   Guard(req, "getxattr", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
-    if (fs->config().noxattrs || Hidden(*fs, name) || (fs->config().noacl && IsAcl(name))) {
-      fuse_reply_err(req, fs->config().noxattrs || IsAcl(name) ? ENOTSUP : ENODATA);
+    if (fs->config().noxattrs) {
+      fuse_reply_err(req, ENOTSUP);
       return;
     }
-    NodeState s = fs->table().FromId(ino)->Snapshot();
-    std::string path = XattrPath(s);
+    auto disk = ToDisk(*fs, name);
+    if (!disk) {
+      fuse_reply_err(req, ENODATA);
+      return;
+    }
+    Target target = TargetOf(fs->table().FromId(ino)->Snapshot());
     std::vector<char> buf(size);
-    ssize_t n = ::lgetxattr(path.c_str(), name, size != 0 ? buf.data() : nullptr, size);
+    ssize_t n = target.Get(disk->c_str(), size != 0 ? buf.data() : nullptr, size);
     if (n < 0) {
       fuse_reply_err(req, errno);
     } else if (size == 0) {
@@ -67,15 +103,14 @@ void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
       fuse_reply_err(req, ENOTSUP);
       return;
     }
-    NodeState s = fs->table().FromId(ino)->Snapshot();
-    std::string path = XattrPath(s);
+    Target target = TargetOf(fs->table().FromId(ino)->Snapshot());
     std::vector<char> raw;
     ssize_t n;
     for (;;) {
-      n = ::llistxattr(path.c_str(), nullptr, 0);
-      if (n < 0) break;
+      n = target.List(nullptr, 0);
+      if (n <= 0) break;
       raw.resize(static_cast<size_t>(n));
-      n = ::llistxattr(path.c_str(), raw.data(), raw.size());
+      n = target.List(raw.data(), raw.size());
       if (n >= 0 || errno != ERANGE) break;
     }
     if (n < 0) {
@@ -86,8 +121,9 @@ void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
     for (size_t i = 0; i < static_cast<size_t>(n);) {
       std::string_view x(raw.data() + i);
       i += x.size() + 1;
-      if (Hidden(*fs, x) || (fs->config().noacl && IsAcl(x))) continue;
-      out.append(x);
+      auto shown = FromDisk(*fs, x);
+      if (!shown) continue;
+      out.append(*shown);
       out.push_back('\0');
     }
     if (size == 0) {
@@ -100,52 +136,46 @@ void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
   });
 }
 
+// Setting (value != nullptr) or removing an xattr: copy-up first, as the
+// kernel overlay, except when removing one that is not there.
+void ChangeXattr(fuse_req_t req, const char* op, fuse_ino_t ino, const char* name,
+                 const char* value, size_t size, int flags) {
+  UnionFsImpl* fs = UnionFsImpl::From(req);
+  auto disk = ToDisk(*fs, name);
+  if (fs->config().noxattrs || !disk) {
+    fuse_reply_err(req, ENOTSUP);
+    return;
+  }
+  if (!fs->writable()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Node* node = fs->table().FromId(ino);
+  NodeState before = node->Snapshot();
+  if (value == nullptr && !before.upper && TargetOf(before).Get(disk->c_str(), nullptr, 0) < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  auto up = fs->CopyUp(node);
+  if (!up) {
+    ReplyError(req, op, ino, up.error());
+    return;
+  }
+  Target target = TargetOf(node->Snapshot());
+  int r = value != nullptr ? target.Set(disk->c_str(), value, size, flags)
+                           : target.Remove(disk->c_str());
+  fuse_reply_err(req, r == 0 ? 0 : errno);
+}
+
 void Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
               int flags) noexcept {
   Guard(req, "setxattr", [&] {
-    UnionFsImpl* fs = UnionFsImpl::From(req);
-    int refused = RefuseChange(*fs, name);
-    if (refused != 0) {
-      fuse_reply_err(req, refused);
-      return;
-    }
-    Node* node = fs->table().FromId(ino);
-    auto up = fs->CopyUp(node);
-    if (!up) {
-      ReplyError(req, "setxattr", ino, up.error());
-      return;
-    }
-    std::string path = XattrPath(node->Snapshot());
-    int r = ::lsetxattr(path.c_str(), name, value, size, flags);
-    fuse_reply_err(req, r == 0 ? 0 : errno);
+    ChangeXattr(req, "setxattr", ino, name, value != nullptr ? value : "", size, flags);
   });
 }
 
 void Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) noexcept {
-  Guard(req, "removexattr", [&] {
-    UnionFsImpl* fs = UnionFsImpl::From(req);
-    int refused = RefuseChange(*fs, name);
-    if (refused != 0) {
-      fuse_reply_err(req, refused);
-      return;
-    }
-    Node* node = fs->table().FromId(ino);
-    // Nothing to copy up for an xattr that is not there.
-    NodeState before = node->Snapshot();
-    if (!before.upper &&
-        ::lgetxattr(XattrPath(before).c_str(), name, nullptr, 0) < 0) {
-      fuse_reply_err(req, errno);
-      return;
-    }
-    auto up = fs->CopyUp(node);
-    if (!up) {
-      ReplyError(req, "removexattr", ino, up.error());
-      return;
-    }
-    std::string path = XattrPath(node->Snapshot());
-    int r = ::lremovexattr(path.c_str(), name);
-    fuse_reply_err(req, r == 0 ? 0 : errno);
-  });
+  Guard(req, "removexattr", [&] { ChangeXattr(req, "removexattr", ino, name, nullptr, 0, 0); });
 }
 
 }  // namespace

@@ -113,6 +113,12 @@ class UnionFsImpl final : public UnionFs {
   void FixStat(const NodeState& s, bool unlinked, struct stat& st) const;
   uint64_t ComposeIno(dev_t dev, ino_t ino) const;
   void FillEntry(Node* node, const struct stat& st, fuse_entry_param& e) const;
+  // How long the kernel may cache these attributes: the configured timeout,
+  // but none for hard-linked files (each name is its own node, so a change
+  // through one name would leave the other's cached nlink/size stale).
+  double AttrTimeout(const struct stat& st) const {
+    return !S_ISDIR(st.st_mode) && st.st_nlink > 1 ? 0.0 : config_.timeout;
+  }
 
   // ---- copy-up (copy_up.cc) ----
   // Makes the node's name exist in the upper layer (parents first); data is

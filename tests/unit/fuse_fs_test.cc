@@ -1,0 +1,490 @@
+// The lamina-fuse union filesystem against the kernel overlay (the oracle):
+// the same layers are mounted both ways, the same operations run on both,
+// and their results, errno values and resulting trees must agree.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/fs.h"
+#include "fuse/config.h"
+#include "fuse/union_fs.h"
+#include "tests/support/fuse_harness.h"
+#include "tests/support/test_util.h"
+#include "tests/support/tree_compare.h"
+
+namespace lamina::test {
+namespace {
+
+std::string Errno(int e) {
+  const char* name = ::strerrorname_np(e);
+  return std::string("err:") + (name != nullptr ? name : std::to_string(e));
+}
+std::string Rc(int r) { return r < 0 ? Errno(errno) : "ok"; }
+
+std::string ReadAll(const std::string& path) {
+  auto data = ReadFile(path);
+  return data ? *data : Errno(data.error().code());
+}
+
+std::string WriteTo(const std::string& path, const std::string& data, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno(errno);
+  ssize_t n = ::write(fd, data.data(), data.size());
+  int saved = errno;
+  ::close(fd);
+  return n < 0 ? Errno(saved) : "ok";
+}
+
+// Sorted names of a directory as readdir shows them through the mount.
+std::string List(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return Errno(errno);
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  std::string out;
+  for (auto& n : names) out += n + " ";
+  return out;
+}
+
+// A log of what a script saw; compared between the kernel and lamina.
+using Log = std::vector<std::string>;
+using Script = std::function<void(const std::string& root, Log& log)>;
+
+class FuseFsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why = FuseUnavailableReason();
+    if (why.empty()) why = OverlayUnavailableReason();
+    if (!why.empty()) GTEST_SKIP() << why;
+    for (const char* d : {"l1", "l2", "k_upper", "k_work", "k_mnt", "f_upper", "f_work", "f_mnt"}) {
+      ASSERT_EQ(::mkdir(tmp_.Sub(d).c_str(), 0755), 0) << d;
+    }
+  }
+
+  std::string L1(const std::string& rel = "") const { return tmp_.Sub("l1/" + rel); }
+  std::string L2(const std::string& rel = "") const { return tmp_.Sub("l2/" + rel); }
+  std::string K(const std::string& rel = "") const { return tmp_.Sub("k_mnt/" + rel); }
+  std::string F(const std::string& rel = "") const { return tmp_.Sub("f_mnt/" + rel); }
+
+  fuse::FsConfig Config() const {
+    fuse::FsConfig c;
+    c.lowers = {tmp_.Sub("l1"), tmp_.Sub("l2")};
+    c.upper = tmp_.Sub("f_upper");
+    c.work = tmp_.Sub("f_work");
+    c.mountpoint = tmp_.Sub("f_mnt");
+    c.timeout = 1000000;
+    return c;
+  }
+
+  void MountBoth() {
+    MountKernel();
+    MountFuse();
+  }
+  void MountKernel() {
+    auto k = OverlayMount::Start({tmp_.Sub("l1"), tmp_.Sub("l2")}, tmp_.Sub("k_upper"),
+                                 tmp_.Sub("k_work"), tmp_.Sub("k_mnt"),
+                                 "index=on,redirect_dir=on,metacopy=off");
+    ASSERT_TRUE(k) << k.error().message();
+    kernel_ = std::move(*k);
+  }
+  void MountFuse(fuse::FsConfig config = {}) {
+    if (config.mountpoint.empty()) config = Config();
+    auto f = FuseMount::Start(config);
+    ASSERT_TRUE(f) << f.error().message();
+    fuse_ = std::move(*f);
+  }
+  void RemountBoth() {
+    fuse_.reset();
+    kernel_.reset();
+    MountBoth();
+  }
+
+  // Runs `script` on both mounts and expects the same log.
+  void Same(const Script& script) {
+    Log k, f;
+    script(K(), k);
+    script(F(), f);
+    EXPECT_EQ(k, f);
+  }
+  void SameTrees() {
+    TreeCompareOptions o;
+    o.times = false;
+    auto diff = CompareTrees(K(), F(), o);
+    EXPECT_TRUE(diff.empty()) << ::testing::PrintToString(diff) << "\nkernel:\n"
+                              << DescribeTree(K(), o) << "\nlamina:\n"
+                              << DescribeTree(F(), o);
+  }
+
+  // A small two-layer image: merged dirs, a whiteout, an opaque dir.
+  void BuildImage() {
+    for (const char* d : {"dir", "dir/sub", "opq", "gone_dir", "empty"}) {
+      ASSERT_EQ(::mkdir(L2(d).c_str(), 0755), 0);
+    }
+    WriteFile(L2("a"), "lower a\n");
+    WriteFile(L2("b"), "lower b\n");
+    WriteFile(L2("hidden"), "must not show\n");
+    WriteFile(L2("dir/x"), "x from l2\n");
+    WriteFile(L2("dir/sub/deep"), "deep\n");
+    WriteFile(L2("opq/old"), "old\n");
+    WriteFile(L2("gone_dir/f"), "f\n");
+    ASSERT_EQ(::symlink("a", L2("link").c_str()), 0);
+    for (const char* d : {"dir", "opq"}) ASSERT_EQ(::mkdir(L1(d).c_str(), 0755), 0);
+    WriteFile(L1("b"), "upper-ish b\n");
+    WriteFile(L1("dir/y"), "y from l1\n");
+    WriteFile(L1("opq/new"), "new\n");
+    ASSERT_EQ(::setxattr(L1("opq").c_str(), "trusted.overlay.opaque", "y", 1, 0), 0);
+    ASSERT_EQ(::mknod(L1("hidden").c_str(), S_IFCHR | 0, makedev(0, 0)), 0);
+    ASSERT_EQ(::mknod(L1("gone_dir").c_str(), S_IFCHR | 0, makedev(0, 0)), 0);
+    ASSERT_EQ(::setxattr(L2("a").c_str(), "user.color", "blue", 4, 0), 0);
+  }
+
+  TempDir tmp_{"lamina-fusefs"};
+  std::unique_ptr<OverlayMount> kernel_;
+  std::unique_ptr<FuseMount> fuse_;
+};
+
+TEST_F(FuseFsTest, LookupAndMergedListing) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    for (const char* d : {"", "dir", "dir/sub", "opq", "empty"}) log.push_back(List(r + "/" + d));
+    for (const char* f : {"a", "b", "hidden", "dir/x", "dir/y", "opq/old", "opq/new", "gone_dir",
+                          "link", "nothing", "a/notdir"}) {
+      log.push_back(std::string(f) + "=" + ReadAll(r + "/" + f));
+    }
+    char target[64] = {};
+    log.push_back(Rc(static_cast<int>(::readlink((r + "/link").c_str(), target, 63))) + target);
+  });
+  SameTrees();
+}
+
+TEST_F(FuseFsTest, WhiteoutFilesAndOpaqueMarkersOfOtherTools) {
+  BuildImage();
+  WriteFile(L1(".wh.a"), "");
+  WriteFile(L1("dir/.wh..wh..opq"), "");
+  MountFuse();
+  EXPECT_EQ(List(F()), ". .. b dir empty link opq ");
+  EXPECT_EQ(List(F("dir")), ". .. y ");
+  EXPECT_EQ(ReadAll(F("a")), Errno(ENOENT));
+  EXPECT_EQ(ReadAll(F(".wh.a")), Errno(ENOENT));
+}
+
+TEST_F(FuseFsTest, WritesCopyUp) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    log.push_back(WriteTo(r + "/a", "appended\n", O_WRONLY | O_APPEND));
+    log.push_back(WriteTo(r + "/b", "new b", O_WRONLY | O_TRUNC));
+    log.push_back(WriteTo(r + "/dir/sub/deep", "Z", O_WRONLY));
+    log.push_back(WriteTo(r + "/created", "fresh", O_WRONLY | O_CREAT | O_EXCL));
+    log.push_back(WriteTo(r + "/created", "again", O_WRONLY | O_CREAT | O_EXCL));
+    log.push_back(WriteTo(r + "/hidden", "back", O_WRONLY | O_CREAT | O_EXCL));
+    log.push_back(Rc(::truncate((r + "/dir/x").c_str(), 3)));
+    log.push_back(Rc(::chmod((r + "/dir/y").c_str(), 0600)));
+    log.push_back(Rc(::chown((r + "/opq/new").c_str(), 123, 456)));
+    log.push_back(Rc(::mkdir((r + "/dir/newdir").c_str(), 0700)));
+    log.push_back(Rc(::mkdir((r + "/dir").c_str(), 0700)));
+    for (const char* f : {"a", "b", "dir/sub/deep", "created", "hidden", "dir/x"}) {
+      log.push_back(ReadAll(r + "/" + f));
+    }
+    log.push_back(List(r + "/dir"));
+  });
+  SameTrees();
+  // The lower layers are never written.
+  EXPECT_EQ(ReadAll(L2("a")), "lower a\n");
+  EXPECT_EQ(ReadAll(L2("dir/sub/deep")), "deep\n");
+  RemountBoth();
+  SameTrees();
+}
+
+TEST_F(FuseFsTest, UnlinkRmdirAndOpaqueMkdir) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    log.push_back(Rc(::unlink((r + "/a").c_str())));
+    log.push_back(Rc(::unlink((r + "/a").c_str())));
+    log.push_back(Rc(::unlink((r + "/dir").c_str())));
+    log.push_back(Rc(::rmdir((r + "/dir").c_str())));
+    log.push_back(Rc(::rmdir((r + "/b").c_str())));
+    log.push_back(Rc(::rmdir((r + "/empty").c_str())));
+    log.push_back(Rc(::unlink((r + "/dir/x").c_str())));
+    log.push_back(Rc(::unlink((r + "/dir/y").c_str())));
+    log.push_back(Rc(::unlink((r + "/dir/sub/deep").c_str())));
+    log.push_back(Rc(::rmdir((r + "/dir/sub").c_str())));
+    log.push_back(List(r + "/dir"));
+    log.push_back(Rc(::rmdir((r + "/dir").c_str())));
+    log.push_back(Rc(::mkdir((r + "/dir").c_str(), 0755)));
+    log.push_back(List(r + "/dir"));
+    log.push_back(WriteTo(r + "/a", "new a", O_WRONLY | O_CREAT | O_EXCL));
+    log.push_back(ReadAll(r + "/a"));
+    log.push_back(List(r));
+  });
+  SameTrees();
+  RemountBoth();
+  SameTrees();
+  Same([](const std::string& r, Log& log) {
+    log.push_back(List(r));
+    log.push_back(List(r + "/dir"));
+  });
+}
+
+TEST_F(FuseFsTest, RenameFilesAndDirectories) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    log.push_back(Rc(::rename((r + "/a").c_str(), (r + "/a2").c_str())));
+    log.push_back(Rc(::rename((r + "/dir").c_str(), (r + "/dir2").c_str())));
+    log.push_back(List(r + "/dir2"));
+    log.push_back(List(r + "/dir2/sub"));
+    log.push_back(ReadAll(r + "/dir2/sub/deep"));
+    log.push_back(Rc(::rename((r + "/b").c_str(), (r + "/dir2/x").c_str())));
+    log.push_back(ReadAll(r + "/dir2/x"));
+    log.push_back(Rc(::rename((r + "/empty").c_str(), (r + "/opq").c_str())));
+    log.push_back(Rc(::rename((r + "/dir2/sub").c_str(), (r + "/empty").c_str())));
+    log.push_back(List(r + "/empty"));
+    log.push_back(Rc(::renameat2(AT_FDCWD, (r + "/a2").c_str(), AT_FDCWD, (r + "/link").c_str(),
+                                 RENAME_NOREPLACE)));
+    log.push_back(Rc(::renameat2(AT_FDCWD, (r + "/nothing").c_str(), AT_FDCWD,
+                                 (r + "/link").c_str(), RENAME_NOREPLACE)));
+    log.push_back(Rc(::mkdir((r + "/newdir").c_str(), 0755)));
+    log.push_back(Rc(::rename((r + "/newdir").c_str(), (r + "/hidden").c_str())));
+    log.push_back(List(r + "/hidden"));
+    log.push_back(List(r));
+  });
+  SameTrees();
+  RemountBoth();
+  SameTrees();
+  Same([](const std::string& r, Log& log) {
+    log.push_back(List(r + "/dir2"));
+    log.push_back(List(r + "/empty"));
+    log.push_back(ReadAll(r + "/empty/deep"));
+  });
+}
+
+TEST_F(FuseFsTest, RenameExchange) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    log.push_back(WriteTo(r + "/up1", "one", O_WRONLY | O_CREAT));
+    log.push_back(Rc(::renameat2(AT_FDCWD, (r + "/up1").c_str(), AT_FDCWD, (r + "/a").c_str(),
+                                 RENAME_EXCHANGE)));
+    log.push_back(ReadAll(r + "/a") + "|" + ReadAll(r + "/up1"));
+    log.push_back(Rc(::renameat2(AT_FDCWD, (r + "/b").c_str(), AT_FDCWD, (r + "/link").c_str(),
+                                 RENAME_EXCHANGE)));
+    log.push_back(Rc(::renameat2(AT_FDCWD, (r + "/b").c_str(), AT_FDCWD, (r + "/nothing").c_str(),
+                                 RENAME_EXCHANGE)));
+    log.push_back(Rc(::mkdir((r + "/d1").c_str(), 0755)));
+    log.push_back(Rc(::renameat2(AT_FDCWD, (r + "/d1").c_str(), AT_FDCWD, (r + "/dir").c_str(),
+                                 RENAME_EXCHANGE)));
+    log.push_back(List(r + "/d1") + "|" + List(r + "/dir"));
+  });
+  SameTrees();
+}
+
+TEST_F(FuseFsTest, LinksSymlinksAndSpecialFiles) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    log.push_back(Rc(::symlink("dir/x", (r + "/sl").c_str())));
+    char buf[64] = {};
+    log.push_back(Rc(static_cast<int>(::readlink((r + "/sl").c_str(), buf, 63))) + buf);
+    log.push_back(ReadAll(r + "/sl"));
+    log.push_back(Rc(::link((r + "/a").c_str(), (r + "/a_link").c_str())));
+    log.push_back(Rc(::link((r + "/dir").c_str(), (r + "/dir_link").c_str())));
+    log.push_back(Rc(::mkfifo((r + "/fifo").c_str(), 0644)));
+    log.push_back(Rc(::mknod((r + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3))));
+    struct stat a, b;
+    ::lstat((r + "/a").c_str(), &a);
+    ::lstat((r + "/a_link").c_str(), &b);
+    log.push_back("same ino " + std::to_string(a.st_ino == b.st_ino) + " nlink " +
+                  std::to_string(a.st_nlink) + "/" + std::to_string(b.st_nlink));
+    log.push_back(WriteTo(r + "/a_link", "via link", O_WRONLY | O_TRUNC));
+    log.push_back(ReadAll(r + "/a"));
+    log.push_back(Rc(::unlink((r + "/a").c_str())));
+    ::lstat((r + "/a_link").c_str(), &b);
+    log.push_back("nlink " + std::to_string(b.st_nlink));
+  });
+  SameTrees();
+}
+
+TEST_F(FuseFsTest, LowerHardLinksCopyUpOnce) {
+  BuildImage();
+  ASSERT_EQ(::link(L2("a").c_str(), L2("dir/a_hard").c_str()), 0);
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    struct stat a, b, a2, b2;
+    ::lstat((r + "/a").c_str(), &a);
+    ::lstat((r + "/dir/a_hard").c_str(), &b);
+    log.push_back("before: same " + std::to_string(a.st_ino == b.st_ino) + " nlink " +
+                  std::to_string(a.st_nlink));
+    log.push_back(WriteTo(r + "/a", "changed", O_WRONLY | O_TRUNC));
+    log.push_back(ReadAll(r + "/dir/a_hard"));
+    ::lstat((r + "/a").c_str(), &a2);
+    ::lstat((r + "/dir/a_hard").c_str(), &b2);
+    log.push_back("after: same " + std::to_string(a2.st_ino == b2.st_ino) + " stable " +
+                  std::to_string(a2.st_ino == a.st_ino) + " nlink " + std::to_string(a2.st_nlink) +
+                  "/" + std::to_string(b2.st_nlink));
+    log.push_back(Rc(::unlink((r + "/dir/a_hard").c_str())));
+    ::lstat((r + "/a").c_str(), &a2);
+    log.push_back("nlink " + std::to_string(a2.st_nlink));
+  });
+  SameTrees();
+}
+
+TEST_F(FuseFsTest, InodeNumbersStableAcrossCopyUpAndRemount) {
+  BuildImage();
+  MountFuse();
+  struct stat before_a, before_dir, after_a, after_dir;
+  ASSERT_EQ(::lstat(F("a").c_str(), &before_a), 0);
+  ASSERT_EQ(::lstat(F("dir/sub").c_str(), &before_dir), 0);
+  EXPECT_EQ(WriteTo(F("a"), "x", O_WRONLY | O_APPEND), "ok");
+  ASSERT_EQ(::chmod(F("dir/sub").c_str(), 0700), 0);
+  ASSERT_EQ(::lstat(F("a").c_str(), &after_a), 0);
+  EXPECT_EQ(before_a.st_ino, after_a.st_ino);
+  fuse_.reset();
+  MountFuse();
+  ASSERT_EQ(::lstat(F("a").c_str(), &after_a), 0);
+  ASSERT_EQ(::lstat(F("dir/sub").c_str(), &after_dir), 0);
+  EXPECT_EQ(before_a.st_ino, after_a.st_ino);
+  EXPECT_EQ(before_dir.st_ino, after_dir.st_ino);
+  EXPECT_EQ(after_dir.st_mode & 07777, 0700u);
+  // readdir's d_ino agrees with stat.
+  DIR* d = ::opendir(F().c_str());
+  ASSERT_NE(d, nullptr);
+  while (struct dirent* e = ::readdir(d)) {
+    if (std::string(e->d_name) == "a") {
+      EXPECT_EQ(e->d_ino, after_a.st_ino);
+    }
+  }
+  ::closedir(d);
+}
+
+TEST_F(FuseFsTest, UnlinkWhileOpen) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    for (const char* name : {"a", "fresh"}) {
+      std::string p = r + "/" + name;
+      if (std::string(name) == "fresh") log.push_back(WriteTo(p, "fresh data", O_WRONLY | O_CREAT));
+      int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+      log.push_back(Rc(fd));
+      log.push_back(Rc(::unlink(p.c_str())));
+      struct stat st{};
+      log.push_back(Rc(::fstat(fd, &st)) + " nlink " + std::to_string(st.st_nlink));
+      char buf[64] = {};
+      log.push_back(Rc(static_cast<int>(::pread(fd, buf, 63, 0))) + buf);
+      ::close(fd);
+      log.push_back(ReadAll(p));
+    }
+  });
+}
+
+TEST_F(FuseFsTest, XattrsAndInternalOnesHidden) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    char buf[256] = {};
+    log.push_back(Rc(static_cast<int>(::getxattr((r + "/a").c_str(), "user.color", buf, 255))) +
+                  buf);
+    log.push_back(Rc(::setxattr((r + "/b").c_str(), "user.k", "v", 1, 0)));
+    log.push_back(Rc(::removexattr((r + "/a").c_str(), "user.color")));
+    log.push_back(Rc(::removexattr((r + "/a").c_str(), "user.color")));
+    log.push_back(Rc(static_cast<int>(::getxattr((r + "/opq").c_str(), "trusted.overlay.opaque",
+                                                 buf, 255))));
+    log.push_back(Rc(::setxattr((r + "/b").c_str(), "trusted.overlay.opaque", "y", 1, 0)));
+    std::memset(buf, 0, sizeof(buf));
+    ssize_t n = ::listxattr((r + "/opq").c_str(), buf, 255);
+    std::string names;
+    for (ssize_t i = 0; i < n; i += static_cast<ssize_t>(std::strlen(buf + i)) + 1) {
+      names += std::string(buf + i) + ",";
+    }
+    log.push_back(names);
+  });
+  SameTrees();
+}
+
+TEST_F(FuseFsTest, NamesAndDeepPaths) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    std::string n255(255, 'n'), n256(256, 'n');
+    log.push_back(WriteTo(r + "/" + n255, "ok", O_WRONLY | O_CREAT));
+    log.push_back(ReadAll(r + "/" + n255));
+    log.push_back(WriteTo(r + "/" + n256, "no", O_WRONLY | O_CREAT));
+    log.push_back(ReadAll(r + "/" + n256));
+    std::string p = r;
+    int depth = 0;
+    while (p.size() < 3000) {
+      p += "/" + std::string(100, 'd');
+      if (::mkdir(p.c_str(), 0755) != 0) break;
+      ++depth;
+    }
+    log.push_back("depth " + std::to_string(depth));
+    log.push_back(WriteTo(p + "/leaf", "leaf", O_WRONLY | O_CREAT));
+    log.push_back(ReadAll(p + "/leaf"));
+  });
+}
+
+TEST_F(FuseFsTest, StatfsIsTheUppers) {
+  BuildImage();
+  MountFuse();
+  struct statvfs mnt, upper;
+  ASSERT_EQ(::statvfs(F().c_str(), &mnt), 0);
+  ASSERT_EQ(::statvfs(tmp_.Sub("f_upper").c_str(), &upper), 0);
+  EXPECT_EQ(mnt.f_blocks, upper.f_blocks);
+  EXPECT_EQ(mnt.f_bsize, upper.f_bsize);
+}
+
+TEST_F(FuseFsTest, ReadOnlyWithoutUpper) {
+  BuildImage();
+  fuse::FsConfig c = Config();
+  c.upper.clear();
+  c.work.clear();
+  MountFuse(c);
+  EXPECT_EQ(ReadAll(F("dir/x")), "x from l2\n");
+  EXPECT_EQ(WriteTo(F("new"), "x", O_WRONLY | O_CREAT), Errno(EROFS));
+  EXPECT_EQ(WriteTo(F("a"), "x", O_WRONLY), Errno(EROFS));
+  EXPECT_EQ(Rc(::unlink(F("a").c_str())), Errno(EROFS));
+  EXPECT_EQ(Rc(::mkdir(F("d").c_str(), 0755)), Errno(EROFS));
+}
+
+TEST_F(FuseFsTest, WorkLeftoversRemovedAtStart) {
+  BuildImage();
+  ASSERT_EQ(::mkdir(tmp_.Sub("f_work/work").c_str(), 0700), 0);
+  WriteFile(tmp_.Sub("f_work/work/#lamina-1-0"), "half copied");
+  ASSERT_EQ(::mkdir(tmp_.Sub("f_work/work/#lamina-1-1").c_str(), 0700), 0);
+  MountFuse();
+  EXPECT_EQ(List(tmp_.Sub("f_work/work")), ". .. ");
+}
+
+TEST_F(FuseFsTest, ConfigErrorsNameTheDirectory) {
+  fuse::FsConfig c = Config();
+  c.lowers.push_back(tmp_.Sub("missing"));
+  auto fs = fuse::UnionFs::Create(c);
+  ASSERT_FALSE(fs);
+  EXPECT_EQ(fs.error().code(), ENOENT);
+  EXPECT_NE(fs.error().message().find("missing"), std::string::npos) << fs.error().message();
+  c = Config();
+  c.work.clear();
+  fs = fuse::UnionFs::Create(c);
+  ASSERT_FALSE(fs);
+  EXPECT_EQ(fs.error().code(), EINVAL);
+}
+
+}  // namespace
+}  // namespace lamina::test
