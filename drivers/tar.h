@@ -95,8 +95,11 @@ Result<std::vector<DiffEntry>> UnionDiffEntries(const std::string& upper,
 
 // Changes of a union-format upper against the merged view of `lowers`
 // (top first): a path in the upper that exists in a lower is Modified,
-// otherwise Added; whiteouts are Deleted; children of an opaque directory
-// that existed below and are not in the upper are Deleted.
+// otherwise Added; whiteouts of paths that exist below are Deleted (every
+// whiteout when `lowers` is empty); children of an opaque or redirected
+// directory that existed below and are not in the upper are Deleted; what a
+// redirected (renamed) directory brought from its origin is Added (Modified
+// if its new path existed below). Sorted by path, one change per path.
 Result<std::vector<Change>> UnionChanges(const std::string& upper,
                                          const std::vector<std::string>& lowers);
 

@@ -234,13 +234,19 @@ Result<void> WalkEntries(const Stack& stack, const std::string& upper, const std
 
 Result<void> WalkChanges(const Stack& stack, const std::string& upper, const std::string& dir,
                          const std::vector<Loc>& view, const std::vector<Loc>& below,
-                         std::vector<Change>* out) {
+                         bool have_lowers, std::vector<Change>* out) {
   auto names = LAMINA_TRY(ListDir(JoinPath(upper, dir)));
   for (const auto& name : names) {
     UpperItem item = LAMINA_TRY(Classify(upper, dir, name));
     if (item.kind == UpperItem::Kind::kSkip) continue;
     if (item.kind == UpperItem::Kind::kWhiteout) {
-      out->push_back({item.path, ChangeKind::kDeleted});
+      // Only what existed at this path below was deleted (a whiteout can
+      // also hide what a redirected directory brought along).
+      bool existed = !have_lowers;
+      if (!existed && !below.empty()) {
+        existed = LAMINA_TRY(stack.Find(below, SplitParent(item.path).second)).found();
+      }
+      if (existed) out->push_back({item.path, ChangeKind::kDeleted});
       continue;
     }
     Lookup lower = below.empty() ? Lookup{} : LAMINA_TRY(stack.Find(below, name));
@@ -268,7 +274,8 @@ Result<void> WalkChanges(const Stack& stack, const std::string& upper, const std
         out->push_back({e.path, at.found() ? ChangeKind::kModified : ChangeKind::kAdded});
       }
     }
-    LAMINA_CHECK(WalkChanges(stack, upper, item.path, merged.dirs, lower.dirs, out));
+    LAMINA_CHECK(
+        WalkChanges(stack, upper, item.path, merged.dirs, lower.dirs, have_lowers, out));
   }
   return {};
 }
@@ -306,7 +313,7 @@ Result<std::vector<Change>> UnionChanges(const std::string& upper,
   Stack stack(std::move(roots));
   std::vector<Change> out;
   auto below = lowers.empty() ? std::vector<Loc>{} : stack.Root(1);
-  auto r = WalkChanges(stack, upper, "", stack.Root(), below, &out);
+  auto r = WalkChanges(stack, upper, "", stack.Root(), below, !lowers.empty(), &out);
   if (!r) return Fail(r.error().Wrap("changes of " + upper));
   std::stable_sort(out.begin(), out.end(),
                    [](const Change& a, const Change& b) { return a.path < b.path; });
