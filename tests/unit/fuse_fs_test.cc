@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -484,6 +485,141 @@ TEST_F(FuseFsTest, ConfigErrorsNameTheDirectory) {
   fs = fuse::UnionFs::Create(c);
   ASSERT_FALSE(fs);
   EXPECT_EQ(fs.error().code(), EINVAL);
+}
+
+TEST_F(FuseFsTest, CopyUpKeepsHolesTimesAndXattrs) {
+  BuildImage();
+  {
+    int fd = ::open(L2("sparse").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "end", 3, 64 << 20), 3);
+    ::close(fd);
+    struct timespec times[2] = {{1000000000, 5}, {1100000000, 7}};
+    ASSERT_EQ(::utimensat(AT_FDCWD, L2("sparse").c_str(), times, 0), 0);
+    ASSERT_EQ(::setxattr(L2("sparse").c_str(), "user.k", "v", 1, 0), 0);
+  }
+  MountFuse();
+  ASSERT_EQ(::chmod(F("sparse").c_str(), 0600), 0);  // copy-up, data included
+  struct stat up;
+  ASSERT_EQ(::stat(tmp_.Sub("f_upper/sparse").c_str(), &up), 0);
+  EXPECT_EQ(up.st_size, (64 << 20) + 3);
+  EXPECT_LT(up.st_blocks, 1024) << "holes were filled";
+  EXPECT_EQ(up.st_mtim.tv_sec, 1100000000);
+  EXPECT_EQ(up.st_mtim.tv_nsec, 7);
+  EXPECT_EQ(up.st_mode & 07777, 0600u);
+  char buf[8] = {};
+  EXPECT_EQ(::getxattr(F("sparse").c_str(), "user.k", buf, sizeof(buf)), 1);
+  EXPECT_EQ(ReadAll(F("sparse")).substr(64 << 20), "end");
+}
+
+TEST_F(FuseFsTest, OwnershipMappingAndSquash) {
+  BuildImage();
+  ASSERT_EQ(::chown(L2("a").c_str(), 100000, 100000), 0);
+  ASSERT_EQ(::chown(L2("b").c_str(), 4321, 4321), 0);
+  fuse::FsConfig c = Config();
+  c.uid_map = {{0, 100000, 65536}};
+  c.gid_map = {{0, 100000, 65536}};
+  MountFuse(c);
+  struct stat st;
+  ASSERT_EQ(::lstat(F("a").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_gid, 0u);
+  ASSERT_EQ(::lstat(F("b").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u) << "unmapped ids show as the overflow id";
+  EXPECT_EQ(WriteTo(F("new"), "x", O_WRONLY | O_CREAT), "ok");
+  ASSERT_EQ(::lstat(tmp_.Sub("f_upper/new").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 100000u) << "created as the caller, mapped out";
+  ASSERT_EQ(::chown(F("new").c_str(), 7, 8), 0);
+  ASSERT_EQ(::lstat(tmp_.Sub("f_upper/new").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 100007u);
+  EXPECT_EQ(st.st_gid, 100008u);
+  fuse_.reset();
+
+  c = Config();
+  c.squash_to_root = true;
+  MountFuse(c);
+  ASSERT_EQ(::lstat(F("b").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_gid, 0u);
+  fuse_.reset();
+
+  c = Config();
+  c.squash_to_uid = 55;
+  c.squash_to_gid = 66;
+  MountFuse(c);
+  ASSERT_EQ(::lstat(F("b").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 55u);
+  EXPECT_EQ(st.st_gid, 66u);
+}
+
+TEST_F(FuseFsTest, OverrideStatXattr) {
+  BuildImage();
+  const char value[] = "5:6:0700";
+  ASSERT_EQ(::setxattr(L2("a").c_str(), "user.containers.override_stat", value, 8, 0), 0);
+  fuse::FsConfig c = Config();
+  c.xattr_permissions = 2;
+  MountFuse(c);
+  struct stat st;
+  ASSERT_EQ(::lstat(F("a").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 5u);
+  EXPECT_EQ(st.st_gid, 6u);
+  EXPECT_EQ(st.st_mode, S_IFREG | 0700u);
+  char names[256] = {};
+  ssize_t n = ::listxattr(F("a").c_str(), names, sizeof(names));
+  EXPECT_EQ(std::string(names, static_cast<size_t>(std::max<ssize_t>(n, 0))),
+            std::string("user.color\0", 11));
+}
+
+TEST_F(FuseFsTest, StaticNlinkNoxattrsIno32NoFsync) {
+  BuildImage();
+  fuse::FsConfig c = Config();
+  c.static_nlink = true;
+  c.noxattrs = true;
+  c.ino32 = true;
+  c.fsync = false;
+  MountFuse(c);
+  struct stat st;
+  ASSERT_EQ(::lstat(F("dir/sub").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 1u);
+  EXPECT_LT(st.st_ino, 1ull << 32);
+  char buf[16];
+  EXPECT_EQ(Rc(static_cast<int>(::getxattr(F("a").c_str(), "user.color", buf, sizeof(buf)))),
+            Errno(EOPNOTSUPP));
+  EXPECT_EQ(Rc(::setxattr(F("a").c_str(), "user.x", "1", 1, 0)), Errno(EOPNOTSUPP));
+  int fd = ::open(F("a").c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(::fsync(fd), 0);
+  ::close(fd);
+}
+
+TEST_F(FuseFsTest, ParallelWorkload) {
+  BuildImage();
+  for (int i = 0; i < 50; ++i) WriteFile(L2("dir/f" + std::to_string(i)), "lower " + std::to_string(i));
+  MountFuse();
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(8);
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      std::string mine = F("t" + std::to_string(t));
+      if (::mkdir(mine.c_str(), 0755) != 0) errors[t] += "mkdir;";
+      for (int i = 0; i < 100; ++i) {
+        std::string p = mine + "/f" + std::to_string(i);
+        if (WriteTo(p, "data" + std::to_string(i), O_WRONLY | O_CREAT) != "ok") errors[t] += "w;";
+        if (ReadAll(p) != "data" + std::to_string(i)) errors[t] += "r;";
+        if (::rename(p.c_str(), (p + "x").c_str()) != 0) errors[t] += "mv;";
+        if (i % 2 == 0 && ::unlink((p + "x").c_str()) != 0) errors[t] += "rm;";
+        // Everyone copies up and reads the same lower files.
+        std::string shared = F("dir/f" + std::to_string(i % 50));
+        if (i % 7 == t) WriteTo(shared, "x", O_WRONLY | O_APPEND);
+        if (ReadAll(shared).rfind("lower", 0) != 0) errors[t] += "shared;";
+        List(F("dir"));
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 8; ++t) EXPECT_EQ(errors[t], "") << "thread " << t;
+  std::string listing = List(F("t3"));
+  EXPECT_EQ(std::count(listing.begin(), listing.end(), ' '), 52);
 }
 
 }  // namespace
