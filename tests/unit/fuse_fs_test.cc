@@ -347,6 +347,33 @@ TEST_F(FuseFsTest, LowerHardLinksCopyUpOnce) {
   SameTrees();
 }
 
+TEST_F(FuseFsTest, LowerHardLinksAcrossRemount) {
+  BuildImage();
+  ASSERT_EQ(::link(L2("a").c_str(), L2("dir/a_hard").c_str()), 0);
+  ASSERT_EQ(::link(L2("a").c_str(), L2("a_third").c_str()), 0);
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    log.push_back(WriteTo(r + "/a", "changed", O_WRONLY | O_TRUNC));
+  });
+  RemountBoth();
+  Same([](const std::string& r, Log& log) {
+    struct stat a, b, c;
+    ::lstat((r + "/a").c_str(), &a);
+    ::lstat((r + "/dir/a_hard").c_str(), &b);
+    ::lstat((r + "/a_third").c_str(), &c);
+    log.push_back(ReadAll(r + "/dir/a_hard") + ReadAll(r + "/a_third"));
+    log.push_back("same " + std::to_string(a.st_ino == b.st_ino && b.st_ino == c.st_ino) +
+                  " nlink " + std::to_string(a.st_nlink) + std::to_string(b.st_nlink) +
+                  std::to_string(c.st_nlink));
+    log.push_back(WriteTo(r + "/a_third", "third", O_WRONLY | O_TRUNC));
+    log.push_back(ReadAll(r + "/a"));
+    log.push_back(Rc(::unlink((r + "/a").c_str())));
+    ::lstat((r + "/a_third").c_str(), &c);
+    log.push_back("nlink " + std::to_string(c.st_nlink));
+  });
+  SameTrees();
+}
+
 TEST_F(FuseFsTest, InodeNumbersStableAcrossCopyUpAndRemount) {
   BuildImage();
   MountFuse();
@@ -590,6 +617,37 @@ TEST_F(FuseFsTest, StaticNlinkNoxattrsIno32NoFsync) {
   ASSERT_GE(fd, 0);
   EXPECT_EQ(::fsync(fd), 0);
   ::close(fd);
+}
+
+TEST_F(FuseFsTest, ReadOnlyOpenSeesCopyUp) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    int ro = ::open((r + "/a").c_str(), O_RDONLY | O_CLOEXEC);
+    log.push_back(Rc(ro));
+    char buf[32] = {};
+    log.push_back(Rc(static_cast<int>(::pread(ro, buf, 31, 0))) + buf);
+    log.push_back(WriteTo(r + "/a", "NEW", O_WRONLY));
+    std::memset(buf, 0, sizeof(buf));
+    log.push_back(Rc(static_cast<int>(::pread(ro, buf, 31, 0))) + buf);
+    struct stat st{};
+    log.push_back(Rc(::fstat(ro, &st)) + " size " + std::to_string(st.st_size));
+    ::close(ro);
+  });
+}
+
+TEST_F(FuseFsTest, WritebackCache) {
+  BuildImage();
+  fuse::FsConfig c = Config();
+  c.writeback = true;
+  MountFuse(c);
+  EXPECT_EQ(WriteTo(F("a"), "more", O_WRONLY | O_APPEND), "ok");
+  EXPECT_EQ(WriteTo(F("w"), "wb", O_WRONLY | O_CREAT), "ok");
+  EXPECT_EQ(ReadAll(F("a")), "lower a\nmore");
+  EXPECT_EQ(ReadAll(F("w")), "wb");
+  fuse_.reset();
+  EXPECT_EQ(ReadAll(tmp_.Sub("f_upper/a")), "lower a\nmore");
+  EXPECT_EQ(ReadAll(tmp_.Sub("f_upper/w")), "wb");
 }
 
 TEST_F(FuseFsTest, ParallelWorkload) {
