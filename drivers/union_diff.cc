@@ -164,6 +164,19 @@ class Stack {
   std::vector<std::string> roots_;
 };
 
+// A metacopy upper file (kernel metacopy=on) holds only metadata, its data
+// stays in a lower file: writing it as is would lose the data.
+Result<void> RefuseMetacopy(const std::string& abs, const std::string& path) {
+  for (auto ns : {XattrNamespace::kTrusted, XattrNamespace::kUser}) {
+    std::string name = OverlayXattrPrefix(ns) + "metacopy";
+    if (::lgetxattr(abs.c_str(), name.c_str(), nullptr, 0) >= 0) {
+      return Fail(ENOTSUP, path + " is a metacopy-only upper file (" + name +
+                               "): layers written with metacopy=on cannot be diffed");
+    }
+  }
+  return {};
+}
+
 // Emits the merged content below `path` (made of `dirs`), recursively, each
 // entry with its source (empty for the upper, layer 0).
 Result<void> EmitMerged(const Stack& stack, const std::string& path, const std::vector<Loc>& dirs,
@@ -174,6 +187,7 @@ Result<void> EmitMerged(const Stack& stack, const std::string& path, const std::
     Lookup found = LAMINA_TRY(stack.Find(dirs, name));
     if (!found.found()) continue;
     const Loc& top = found.nondir ? *found.nondir : found.dirs.front();
+    if (found.nondir && top.layer == 0) LAMINA_CHECK(RefuseMetacopy(stack.Abs(top), child));
     out->push_back({child, DiffEntry::Kind::kContent, top.layer == 0 ? "" : stack.Abs(top)});
     if (!found.dirs.empty()) LAMINA_CHECK(EmitMerged(stack, child, found.dirs, out));
   }
@@ -212,8 +226,11 @@ Result<void> WalkEntries(const Stack& stack, const std::string& upper, const std
       continue;
     }
     out->push_back({item.path, DiffEntry::Kind::kContent});
-    if (!item.is_dir) continue;
     std::string abs = JoinPath(upper, item.path);
+    if (!item.is_dir) {
+      LAMINA_CHECK(RefuseMetacopy(abs, item.path));
+      continue;
+    }
     auto redirect = LAMINA_TRY(stack.Redirect(abs));
     Lookup found = LAMINA_TRY(stack.Find(dirs, name));
     if (redirect) {

@@ -185,6 +185,34 @@ TEST_F(TarApplyTest, DiffIdMatchesSha256sumOfGnuTar) {
   EXPECT_EQ(test::ReadFileOrDie(T("sub/file")), "hello");
 }
 
+TEST_F(TarApplyTest, SparseFilesFromGnuTar) {
+  std::string src = tmp_.Sub("sparse-src");
+  ASSERT_TRUE(MakeDirs(src).has_value());
+  {
+    Fd fd = Open(src + "/holes", O_WRONLY | O_CREAT, 0644).value();
+    ASSERT_EQ(::pwrite(fd.get(), "data", 4, 5 << 20), 4);
+    ASSERT_EQ(::ftruncate(fd.get(), 10 << 20), 0);
+  }
+  for (const char* format : {"--format=pax", "--format=gnu"}) {
+    SCOPED_TRACE(format);
+    std::string tar_file = tmp_.Sub("sparse.tar");
+    auto r = test::Run({"tar", format, "--sparse", "-C", src, "-cf", tar_file, "holes"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    ASSERT_TRUE(RemoveTree(target_).has_value());
+    ASSERT_TRUE(MakeDirs(target_).has_value());
+    Fd fd = Open(tar_file, O_RDONLY).value();
+    auto res = ApplyTar(fd.get(), target_, {});
+    ASSERT_TRUE(res.has_value()) << res.error().message();
+    auto st = Lstat("holes");
+    EXPECT_EQ(st.st_size, 10 << 20);
+    EXPECT_LT(st.st_blocks * 512, 1 << 20) << "holes were filled";
+    std::string data = test::ReadFileOrDie(T("holes"));
+    ASSERT_EQ(data.size(), size_t{10} << 20);
+    EXPECT_EQ(data.substr(5 << 20, 4), "data");
+    EXPECT_EQ(data.find_first_not_of('\0'), size_t{5} << 20);
+  }
+}
+
 TEST_F(TarApplyTest, WhiteoutsInUnionMode) {
   TarBuilder b;
   b.Dir("d/");

@@ -138,6 +138,17 @@ TEST_F(UnionDiffTest, ChangesAgainstLowers) {
             "C o/q\n");
 }
 
+TEST_F(UnionDiffTest, MetacopyUpperFilesAreRefused) {
+  if (!test::IsRoot()) GTEST_SKIP() << "needs root for trusted.* xattrs";
+  Mkdir(upper_ + "/d");
+  test::WriteFile(upper_ + "/d/meta", "");
+  Xattr(upper_ + "/d/meta", "trusted.overlay.metacopy", "");
+  auto entries = UnionDiffEntries(upper_);
+  ASSERT_FALSE(entries.has_value());
+  EXPECT_EQ(entries.error().code(), ENOTSUP);
+  EXPECT_NE(entries.error().message().find("d/meta"), std::string::npos);
+}
+
 TEST_F(UnionDiffTest, RedirectWithoutLowersIsAnError) {
   if (!test::IsRoot()) GTEST_SKIP() << "needs root for trusted.* xattrs";
   Mkdir(upper_ + "/new");
