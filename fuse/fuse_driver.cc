@@ -247,23 +247,25 @@ Result<std::string> FuseDriver::Mount(const std::string& id, const MountOptions&
   auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
   std::string merged = home_.MergedDir(id);
   bool mounted = LAMINA_TRY(IsMountPoint(merged));
+  // The references of a dead daemon's mount stay: their holders still
+  // expect a mount there and will unmount it.
+  int kept = 0;
   if (mounted && MountIsDead(merged)) {
     spdlog::warn("fuse: the lamina-fuse daemon of layer {} is gone ({} answers ENOTCONN); "
                  "detaching and mounting again",
                  id, merged);
     LAMINA_CHECK(StopDaemon(merged, /*lazy=*/true));
     mounted = false;
-    LAMINA_CHECK(refs.Set(0));
+    kept = refs.count();
+  } else if (!mounted && refs.count() > 0) {
+    spdlog::warn("fuse: layer {} had a stale mount count {} (not mounted); repaired", id,
+                 refs.count());
   }
   if (mounted) {
     // Count 0 with a live mount: a process died between mounting and
     // counting; the mount is adopted.
     LAMINA_CHECK(refs.Set(refs.count() + 1));
     return merged;
-  }
-  if (refs.count() > 0) {
-    spdlog::warn("fuse: layer {} had a stale mount count {} (not mounted); repaired", id,
-                 refs.count());
   }
   if (::mkdir(merged.c_str(), 0755) != 0 && errno != EEXIST) return FailErrno("mkdir " + merged);
 
@@ -284,7 +286,7 @@ Result<std::string> FuseDriver::Mount(const std::string& id, const MountOptions&
   auto started = StartDaemon(opts, merged);
   if (!started) return Fail(started.error().Wrap("mount layer " + id));
   auto undo = Defer([&] { (void)StopDaemon(merged, /*lazy=*/true); });
-  LAMINA_CHECK(refs.Set(1));
+  LAMINA_CHECK(refs.Set(kept + 1));
   undo.Dismiss();
   return merged;
 }

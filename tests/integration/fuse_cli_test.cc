@@ -137,6 +137,14 @@ class FuseCliTest : public ::testing::Test {
     }
   }
 
+  // Hands the whole stack to an unprivileged user.
+  void GiveStackTo(uid_t uid) {
+    for (const char* d : {"", "/lower1", "/lower1/dir", "/lower1/a", "/lower1/dir/b", "/lower2",
+                          "/lower2/a", "/lower2/c", "/upper", "/work", "/mnt"}) {
+      ASSERT_EQ(::chown((root_ + d).c_str(), uid, uid), 0) << d;
+    }
+  }
+
   std::string Std() const {
     return "lowerdir=" + root_ + "/lower1:" + root_ + "/lower2,upperdir=" + root_ +
            "/upper,workdir=" + root_ + "/work";
@@ -425,10 +433,7 @@ TEST_F(FuseCliTest, UnprivilegedUserThroughFusermount3) {
   if (!IsRoot()) GTEST_SKIP() << "needs root to switch to the test user";
   uid_t uid = TestUserUid();
   if (uid == 0) GTEST_SKIP() << "no 'lamina-test' account (useradd -m lamina-test)";
-  for (const char* d : {"", "/lower1", "/lower1/dir", "/lower1/a", "/lower1/dir/b", "/lower2",
-                        "/lower2/a", "/lower2/c", "/upper", "/work", "/mnt"}) {
-    ASSERT_EQ(::chown((root_ + d).c_str(), uid, uid), 0) << d;
-  }
+  ASSERT_NO_FATAL_FAILURE(GiveStackTo(uid));
   std::string id = std::to_string(uid);
   std::vector<std::string> as_user = {"setpriv", "--reuid=" + id, "--regid=" + id,
                                       "--clear-groups", "--"};
@@ -466,10 +471,7 @@ TEST_F(FuseCliTest, InsideAUserNamespace) {
   if (!IsRoot()) GTEST_SKIP() << "needs root to switch to the test user";
   uid_t uid = TestUserUid();
   if (uid == 0) GTEST_SKIP() << "no 'lamina-test' account (useradd -m lamina-test)";
-  for (const char* d : {"", "/lower1", "/lower1/dir", "/lower1/a", "/lower1/dir/b", "/lower2",
-                        "/lower2/a", "/lower2/c", "/upper", "/work", "/mnt"}) {
-    ASSERT_EQ(::chown((root_ + d).c_str(), uid, uid), 0) << d;
-  }
+  ASSERT_NO_FATAL_FAILURE(GiveStackTo(uid));
   std::string id = std::to_string(uid);
   // The daemon becomes our child (subreaper): the script reports its pid,
   // ends it and waits for the mount to go; the test reaps it.
