@@ -32,13 +32,6 @@
 
 namespace lamina::fuse {
 
-// Fallback used only while the filesystem (fuse/union_fs*.cc) is not in the
-// build: the real, strong definition in lamina_fuse replaces this weak one
-// (the executable links lamina_fuse as a whole archive).
-[[gnu::weak]] Result<std::unique_ptr<UnionFs>> UnionFs::Create(const FsConfig&) {
-  return Fail(ENOSYS, "the union filesystem is not built into this lamina-fuse");
-}
-
 namespace {
 
 int Die(const std::string& message) {
