@@ -89,7 +89,7 @@ class TreeCopier {
   }
 
  private:
-  std::string SrcPath(const std::string& rel) const { return src_ + "/" + rel; }
+  std::string SrcPath(const std::string& rel) const { return rel.empty() ? src_ : src_ + "/" + rel; }
 
   Result<void> Meta(const std::string& rel, const struct stat& st) {
     auto done = CopyMetadata(SrcPath(rel), st, dst_fd_.get(), rel, options_.metadata);
@@ -100,7 +100,9 @@ class TreeCopier {
   // Reads directory `rel` of the source (entries and their lstat) and closes it.
   Result<std::vector<std::pair<std::string, struct stat>>> ReadDir(const std::string& rel) {
     std::string path = rel.empty() ? "." : rel;
-    Fd fd = LAMINA_TRY(OpenAt(src_fd_.get(), path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
+    auto opened = OpenAt(src_fd_.get(), path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!opened) return Fail(Error(opened.error().code(), "open directory " + SrcPath(rel)));
+    Fd fd = std::move(*opened);
     DIR* dir = ::fdopendir(fd.get());
     if (dir == nullptr) return FailErrno("opendir " + SrcPath(rel));
     fd.Release();
@@ -225,10 +227,10 @@ class TreeCopier {
     const std::string& rel = item.rel;
     auto src = OpenAt(src_fd_.get(), rel, O_RDONLY | O_NOFOLLOW | O_NOATIME);
     if (!src && src.error().code() == EPERM) src = OpenAt(src_fd_.get(), rel, O_RDONLY | O_NOFOLLOW);
-    if (!src) return Fail(src.error().Wrap("copy " + src_));
+    if (!src) return Fail(Error(src.error().code(), "open " + SrcPath(rel)));
     {
       auto dst = OpenAt(dst_fd_.get(), rel, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
-      if (!dst) return Fail(dst.error().Wrap("copy into " + dst_));
+      if (!dst) return Fail(Error(dst.error().code(), "create " + dst_ + "/" + rel));
       auto method = CopyFileData(src->get(), dst->get(), static_cast<uint64_t>(item.st.st_size));
       if (!method) return Fail(method.error().Wrap("copy " + SrcPath(rel)));
       switch (*method) {
