@@ -129,6 +129,8 @@ Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::strin
   if (!writable()) return Fail(EROFS);
   if (name.size() > NAME_MAX) return Fail(ENAMETOOLONG);
   if (name.starts_with(kWhiteoutPrefix)) return Fail(EINVAL, "reserved name " + name);
+  // A 0/0 device is a whiteout: the kernel overlay refuses to make one.
+  if (S_ISCHR(mode) && rdev == makedev(0, 0)) return Fail(EPERM);
   if (Node* existing = table_->FindChild(parent, name)) {
     table_->Unref(existing);
     return Fail(EEXIST);

@@ -619,6 +619,56 @@ TEST_F(FuseFsTest, StaticNlinkNoxattrsIno32NoFsync) {
   ::close(fd);
 }
 
+TEST_F(FuseFsTest, MixedMetadataAndRenameCases) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    auto stat_line = [&](const std::string& rel) {
+      struct stat st{};
+      int rc = ::lstat((r + "/" + rel).c_str(), &st);
+      log.push_back(rel + ": " + Rc(rc) + " mode " + std::to_string(st.st_mode) + " size " +
+                    std::to_string(st.st_size) + " uid " + std::to_string(st.st_uid) + " mtime " +
+                    std::to_string(st.st_mtim.tv_sec));
+    };
+    log.push_back(Rc(::mknod((r + "/wh").c_str(), S_IFCHR | 0600, makedev(0, 0))));
+    log.push_back(List(r));
+    log.push_back(Rc(::chmod((r + "/dir").c_str(), 0711)));
+    stat_line("dir");
+    log.push_back(List(r + "/dir"));
+    struct timespec times[2] = {{1234, 0}, {5678, 0}};
+    log.push_back(Rc(::utimensat(AT_FDCWD, (r + "/dir/x").c_str(), times, 0)));
+    stat_line("dir/x");
+    log.push_back(Rc(::lchown((r + "/link").c_str(), 77, 88)));
+    stat_line("link");
+    log.push_back(Rc(::truncate((r + "/b").c_str(), 100)));
+    stat_line("b");
+    int fd = ::open((r + "/dir/y").c_str(), O_RDWR | O_CLOEXEC);
+    log.push_back(Rc(::ftruncate(fd, 2)));
+    ::close(fd);
+    log.push_back(ReadAll(r + "/dir/y"));
+    // A directory over a merged-empty directory.
+    log.push_back(Rc(::unlink((r + "/dir/sub/deep").c_str())));
+    log.push_back(Rc(::rename((r + "/opq").c_str(), (r + "/dir/sub").c_str())));
+    log.push_back(List(r + "/dir/sub"));
+    // A file over a lower file, a file into a deleted name, a dir into a new dir.
+    log.push_back(Rc(::rename((r + "/a").c_str(), (r + "/b").c_str())));
+    log.push_back(ReadAll(r + "/b"));
+    log.push_back(Rc(::rename((r + "/b").c_str(), (r + "/hidden").c_str())));
+    log.push_back(Rc(::mkdir((r + "/newdir").c_str(), 0755)));
+    log.push_back(Rc(::rename((r + "/dir").c_str(), (r + "/newdir/moved").c_str())));
+    log.push_back(List(r + "/newdir/moved"));
+    log.push_back(Rc(::rename((r + "/newdir/moved").c_str(), (r + "/dir").c_str())));
+    log.push_back(List(r + "/dir"));
+    log.push_back(List(r + "/dir/sub"));
+    log.push_back(Rc(::rmdir((r + "/empty").c_str())));
+    log.push_back(WriteTo(r + "/empty", "file now", O_WRONLY | O_CREAT | O_EXCL));
+    log.push_back(List(r));
+  });
+  SameTrees();
+  RemountBoth();
+  SameTrees();
+}
+
 TEST_F(FuseFsTest, ReadOnlyOpenSeesCopyUp) {
   BuildImage();
   MountBoth();
