@@ -9,6 +9,7 @@
 // error before the daemon detaches exits 1 with one line on stderr.
 
 #include <fuse_lowlevel.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -98,6 +99,9 @@ int Run(int argc, char** argv) {
   auto destroy = Defer([&] { fuse_session_destroy(se); });
   fs->AttachSession(se);
 
+  // libfuse leaves a signal alone when it is ignored (as `cmd &` in a
+  // script ignores SIGINT); these three always unmount lamina-fuse.
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) ::signal(sig, SIG_DFL);
   if (fuse_set_signal_handlers(se) != 0) return Die("cannot set signal handlers");
   auto remove_handlers = Defer([&] { fuse_remove_signal_handlers(se); });
 

@@ -240,6 +240,21 @@ TEST_F(FuseCliTest, SigintAndSighupUnmountToo) {
   }
 }
 
+// Started with the signals ignored (as `lamina-fuse ... &` in a script
+// ignores SIGINT), the daemon still ends on each of them.
+TEST_F(FuseCliTest, InheritedIgnoredSignalsStillUnmount) {
+  for (int sig : {SIGINT, SIGHUP, SIGTERM}) {
+    auto r = test::Run({"/bin/sh", "-c", "trap '' INT HUP TERM; exec \"$@\"", "sh", Fuse(), "-o",
+                        Std(), mnt_});
+    ASSERT_EQ(r.status, 0) << r.err;
+    ASSERT_TRUE(Mounted(mnt_));
+    auto pids = DaemonsFor(mnt_);
+    ASSERT_EQ(pids.size(), 1u);
+    ASSERT_EQ(::kill(pids[0], sig), 0);
+    ExpectEnded(pids[0]);
+  }
+}
+
 TEST_F(FuseCliTest, FusermountUnmountEndsTheDaemon) {
   pid_t pid = MountOk({"-o", Std(), mnt_});
   auto r = test::Run({"fusermount3", "-u", mnt_});
