@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/fs.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <thread>
 #include <string>
@@ -698,6 +700,64 @@ TEST_F(FuseFsTest, WritebackCache) {
   fuse_.reset();
   EXPECT_EQ(ReadAll(tmp_.Sub("f_upper/a")), "lower a\nmore");
   EXPECT_EQ(ReadAll(tmp_.Sub("f_upper/w")), "wb");
+}
+
+TEST_F(FuseFsTest, ReaddirInodesMatchStatAndSurviveForget) {
+  BuildImage();
+  MountFuse();
+  ASSERT_EQ(WriteTo(F("a"), "x", O_WRONLY | O_APPEND), "ok");
+  ASSERT_EQ(::chmod(F("dir").c_str(), 0700), 0);
+  ASSERT_EQ(::rename(F("b").c_str(), F("dir/b").c_str()), 0);
+  auto check = [&](const std::string& rel) {
+    DIR* d = ::opendir(F(rel).c_str());
+    ASSERT_NE(d, nullptr);
+    while (struct dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name == "..") continue;
+      struct stat st;
+      ASSERT_EQ(::lstat((F(rel) + "/" + name).c_str(), &st), 0) << name;
+      EXPECT_EQ(e->d_ino, st.st_ino) << rel << "/" << name;
+    }
+    ::closedir(d);
+  };
+  check("");
+  check("dir");
+  struct stat before;
+  ASSERT_EQ(::lstat(F("dir/b").c_str(), &before), 0);
+  // Make the kernel forget what it can, then use the tree again.
+  ::sync();
+  std::ofstream("/proc/sys/vm/drop_caches") << "2";
+  struct stat after;
+  ASSERT_EQ(::lstat(F("dir/b").c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
+  EXPECT_EQ(ReadAll(F("dir/b")), "upper-ish b\n");
+  check("dir");
+}
+
+TEST_F(FuseFsTest, LayersOnDifferentFilesystemsKeepInodesApart) {
+  BuildImage();
+  std::string other = tmp_.Sub("tmpfs");
+  ASSERT_EQ(::mkdir(other.c_str(), 0755), 0);
+  ASSERT_EQ(::mount("tmpfs", other.c_str(), "tmpfs", 0, "size=16m"), 0);
+  WriteFile(other + "/from_tmpfs", "t");
+  fuse::FsConfig c = Config();
+  c.lowers.push_back(other);
+  MountFuse(c);
+  struct stat t, a, root;
+  ASSERT_EQ(::lstat(F("from_tmpfs").c_str(), &t), 0);
+  ASSERT_EQ(::lstat(F("a").c_str(), &a), 0);
+  ASSERT_EQ(::lstat(F().c_str(), &root), 0);
+  EXPECT_NE(t.st_ino, a.st_ino);
+  EXPECT_NE(t.st_ino, root.st_ino);
+  struct stat raw;
+  ASSERT_EQ(::lstat((other + "/from_tmpfs").c_str(), &raw), 0);
+  EXPECT_NE(t.st_ino, raw.st_ino) << "the second filesystem gets its own inode range";
+  ASSERT_EQ(WriteTo(F("from_tmpfs"), "u", O_WRONLY | O_APPEND), "ok");
+  struct stat up;
+  ASSERT_EQ(::lstat(F("from_tmpfs").c_str(), &up), 0);
+  EXPECT_EQ(up.st_ino, t.st_ino);
+  fuse_.reset();
+  ::umount2(other.c_str(), MNT_DETACH);
 }
 
 TEST_F(FuseFsTest, ParallelWorkload) {
