@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -337,6 +338,65 @@ TEST_F(FuseDriverTest, DiffApplyDiffAndUsage) {
   EXPECT_FALSE(PathExists(*view + "/gone"));
   EXPECT_EQ(ReadFileOrDie(*view + "/big").size(), 64u * 1024);
   ASSERT_TRUE(driver_->Unmount("copy"));
+}
+
+// The rootless path: a store owned by an unprivileged user, mounted through
+// fusermount3, owners kept in user.containers.override_stat.
+TEST_F(FuseDriverTest, UnprivilegedUser) {
+  if (!IsRoot()) GTEST_SKIP() << "needs root to switch to the test user";
+  uid_t uid = TestUserUid();
+  if (uid == 0) GTEST_SKIP() << "no 'lamina-test' account (useradd -m lamina-test)";
+  std::string home = tmp_.Sub("user-layers");
+  ASSERT_TRUE(MakeDirs(home));
+  ASSERT_EQ(::chown(home.c_str(), uid, uid), 0);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  Fd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Reports "" on success, else what went wrong; never returns.
+    auto run = [&]() -> std::string {
+      if (::setgroups(0, nullptr) != 0 || ::setgid(uid) != 0 || ::setuid(uid) != 0) {
+        return "cannot switch to the test user";
+      }
+      DriverConfig config;
+      config.home = home;
+      config.xattr_ns = XattrNamespace::kUser;
+      config.helper_dir = std::string(LAMINA_BINARY_DIR) + "/fuse";
+      auto driver = fuse::MakeFuseDriver(config);
+      if (auto r = driver->Create("base", "", {}); !r) return r.error().message();
+      if (auto r = WriteFileAtomic(driver->DiffPath("base") + "/a", "a"); !r) {
+        return r.error().message();
+      }
+      if (auto r = driver->Create("top", "base", {.writable = true}); !r) {
+        return r.error().message();
+      }
+      auto merged = driver->Mount("top", {});
+      if (!merged) return "mount: " + merged.error().message();
+      auto a = ReadFile(*merged + "/a");
+      if (!a || *a != "a") return "cannot read a through the mount";
+      if (auto r = WriteFileAtomic(*merged + "/new", "new"); !r) return r.error().message();
+      if (auto r = driver->Unmount("top"); !r) return "unmount: " + r.error().message();
+      if (IsMountPoint(*merged).value_or(true)) return "still mounted after Unmount";
+      if (!PathExists(driver->DiffPath("top") + "/new")) return "new is not in the upper";
+      if (auto r = driver->Remove("top"); !r) return r.error().message();
+      return "";
+    };
+    std::string message = run();
+    (void)!::write(write_end.get(), message.data(), message.size());
+    ::_exit(message.empty() ? 0 : 1);
+  }
+  write_end.Reset();
+  std::string message;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(read_end.get(), buf, sizeof(buf))) > 0) message.append(buf, n);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << message;
+  EXPECT_EQ(message, "");
 }
 
 TEST_F(FuseDriverTest, BadIdsAndMissingLayers) {
