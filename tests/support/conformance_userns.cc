@@ -43,7 +43,8 @@ std::string EnterUserNamespace(uid_t uid, gid_t gid) {
   if (::setresuid(uid, uid, uid) != 0) return fail("setresuid");
   // Changing ids clears "dumpable", which makes /proc/self/* root's.
   if (::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return fail("prctl(PR_SET_DUMPABLE)");
-  if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return fail("unshare(CLONE_NEWUSER|CLONE_NEWNS)");
+  if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+    return fail("unshare(CLONE_NEWUSER|CLONE_NEWNS)");
   auto write_proc = [](const char* path, const std::string& text) {
     int fd = ::open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) return false;
@@ -130,7 +131,8 @@ UsernsResult RunInUserNamespace(uid_t uid, gid_t gid, const std::function<std::s
   }
   result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   if (timed_out) {
-    result.setup_error = "the rootless child timed out after " + std::to_string(timeout_seconds) + " s";
+    result.setup_error =
+        "the rootless child timed out after " + std::to_string(timeout_seconds) + " s";
   } else if (text.starts_with("SETUP-ERROR ")) {
     result.setup_error = text.substr(12);
   }

@@ -22,7 +22,8 @@
 #include "drivers/format.h"
 #include "drivers/host.h"
 #include "drivers/layer_home.h"
-#include "tests/support/conformance_tar.h"
+#include "tests/support/conformance_stack.h"
+#include "tests/support/tar_builder.h"
 #include "tests/support/conformance_userns.h"
 #include "tests/support/test_util.h"
 
@@ -399,8 +400,9 @@ TEST_F(OverlayDriverTest, UsageCountsOwnContentOnce) {
 // Needs drivers/tar.h (ApplyTar, UnionDiffEntries, UnionChanges).
 TEST_F(OverlayDriverTest, ApplyDiffWritesNativeWhiteoutsAndDiffReadsThem) {
   ASSERT_TRUE(driver_->Create("base", "", {}));
-  auto tar = test::MakeTar({test::TarDir("d"), test::TarFile("d/x", "x"), test::TarFile("d/y", "y"),
-                            test::TarDir("o"), test::TarFile("o/old", "old")});
+  test::TarBuilder lower;
+  lower.Dir("d").File("d/x", "x").File("d/y", "y").Dir("o").File("o/old", "old");
+  auto tar = test::TarFd(lower.Finish());
   ASSERT_TRUE(tar);
   auto applied = driver_->ApplyDiff("base", tar->get());
   if (!applied && applied.error().code() == ENOSYS) {
@@ -408,8 +410,9 @@ TEST_F(OverlayDriverTest, ApplyDiffWritesNativeWhiteoutsAndDiffReadsThem) {
   }
   ASSERT_TRUE(applied) << applied.error().message();
   ASSERT_TRUE(driver_->Create("upper", "base", {}));
-  tar = test::MakeTar({test::TarDir("d"), test::TarWhiteout("d/y"), test::TarDir("o"),
-                       test::TarOpaque("o"), test::TarFile("o/new", "new")});
+  test::TarBuilder upper;
+  upper.Dir("d").File("d/.wh.y", "").Dir("o").File("o/.wh..wh..opq", "").File("o/new", "new");
+  tar = test::TarFd(upper.Finish());
   ASSERT_TRUE(tar);
   applied = driver_->ApplyDiff("upper", tar->get());
   ASSERT_TRUE(applied) << applied.error().message();
