@@ -37,7 +37,7 @@ echo "writable layer:  $TOP"
 MERGED=$(as_root "$LAMINA" --root "$ROOT" layer mount "$TOP")
 echo "mounted at:      $MERGED"
 as_root sh -c "echo 'hello from lamina' > '$MERGED/etc/motd' && rm '$MERGED/etc/passwd'"
-echo "merged tree:     $(as_root ls "$MERGED" "$MERGED/bin" "$MERGED/etc" | tr '\n' ' ')"
+echo "merged tree:     $(cd "$MERGED" && as_root find . -mindepth 1 | sort | tr '\n' ' ')"
 as_root "$LAMINA" --root "$ROOT" layer umount "$TOP"
 echo "changes:"
 as_root "$LAMINA" --root "$ROOT" layer changes "$TOP" | sed 's/^/  /'
