@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/fd.h"
 #include "common/fs.h"
 #include "drivers/layer_home.h"
 #include "tests/support/test_util.h"
@@ -370,9 +372,19 @@ TEST_F(FuseCliTest, ContainersStorageForm) {
 }
 
 // Points /usr/local/bin/lamina-fuse at the build's binary while alive.
+// Holds an flock meanwhile, so tests run in parallel (ctest -j, other build
+// trees) take turns.
 class HelperInPath {
  public:
   HelperInPath() {
+    auto lock = Open("/tmp/lamina-test-helper-in-path.lock", O_RDWR | O_CREAT, 0644);
+    if (!lock) {
+      error_ = lock.error().message();
+      return;
+    }
+    lock_ = std::move(*lock);
+    while (::flock(lock_.get(), LOCK_EX) != 0 && errno == EINTR) {
+    }
     auto old = LstatIfExists(kPath);
     if (old && *old) {
       char buf[PATH_MAX];
@@ -395,6 +407,7 @@ class HelperInPath {
 
  private:
   static constexpr const char* kPath = "/usr/local/bin/lamina-fuse";
+  Fd lock_;
   std::string previous_;
   std::string error_;
 };
@@ -492,7 +505,7 @@ TEST_F(FuseCliTest, InsideAUserNamespace) {
   // ends it and waits for the mount to go; the test reaps it.
   std::string script =
       "set -e; \"$1\" -o \"$2\" \"$3\"; cat \"$3/a\"; echo x > \"$3/in-userns\"; "
-      "pid=$(pgrep -n -f \"^$1 -o\"); echo \"pid=$pid\" >&2; kill -TERM $pid; "
+      "pid=$(pgrep -f \"^$1 -o .* $3\\$\"); echo \"pid=$pid\" >&2; kill -TERM $pid; "
       "for i in $(seq 100); do grep -q \" $3 \" /proc/self/mounts || exit 0; sleep 0.1; done; "
       "exit 7";
   auto r = test::Run({"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--", "unshare",
