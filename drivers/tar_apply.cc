@@ -351,6 +351,7 @@ Result<void> Applier::Apply(struct archive* tar, struct archive_entry* entry) {
   if (base.starts_with(kWhiteoutPrefix)) return ApplyWhiteout(entry, dir, base, name);
 
   const char* hardlink = archive_entry_hardlink(entry);
+  if (hardlink == nullptr) hardlink = archive_entry_hardlink_utf8(entry);
   mode_t type = archive_entry_filetype(entry);
   int64_t size = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : 0;
   if (hardlink == nullptr && type == AE_IFREG) {

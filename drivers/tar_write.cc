@@ -333,6 +333,9 @@ Result<TarStats> WriteLayerTar(int out_fd, const std::string& root,
   archive_write_set_format_pax(a.get());
   // SCHILY.xattr only (libarchive would add LIBARCHIVE.xattr copies too).
   archive_write_set_format_option(a.get(), "pax", "xattrheader", "SCHILY");
+  // Names are bytes: never converted through the process locale, so the
+  // same tree gives the same tar whatever LANG says.
+  archive_write_set_format_option(a.get(), "pax", "hdrcharset", "BINARY");
   if (archive_write_open_fd(a.get(), out_fd) != ARCHIVE_OK) {
     return Fail(EIO, "open layer tar for writing: " + ArchiveMessage(a.get()));
   }

@@ -295,6 +295,18 @@ TEST_F(TarApplyTest, LeadingSlashIsStripped) {
   EXPECT_EQ(test::ReadFileOrDie(T("dot/file")), "dot");
 }
 
+TEST_F(TarApplyTest, EmptyLayersApply) {
+  // Only end-of-archive blocks: what image builders write for ENV-only steps.
+  std::string empty = TarBuilder().Finish();
+  auto res = ApplyBytes(empty);
+  ASSERT_TRUE(res.has_value()) << res.error().message();
+  EXPECT_EQ(res->stats.entries, 0u);
+  EXPECT_EQ(res->diff_id, Sha256Hex(empty));
+  auto gnu = ApplyBytes(std::string(10240, '\0'));
+  ASSERT_TRUE(gnu.has_value()) << gnu.error().message();
+  EXPECT_EQ(gnu->diff_id, Sha256Hex(std::string(10240, '\0')));
+}
+
 TEST_F(TarApplyTest, CorruptInputIsAClearError) {
   auto res = ApplyBytes(std::string(1024, 'x'));
   ASSERT_FALSE(res.has_value());

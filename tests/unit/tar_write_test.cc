@@ -248,6 +248,22 @@ TEST_F(TarWriteTest, XattrsAndOverrideStat) {
   EXPECT_EQ(tar->find("LIBARCHIVE.xattr"), std::string::npos);
 }
 
+TEST_F(TarWriteTest, NonAsciiNamesRoundTrip) {
+  std::string a = tmp_.Sub("a"), b = tmp_.Sub("b");
+  ASSERT_TRUE(MakeDirs(a + "/caf\xc3\xa9").has_value());
+  test::WriteFile(a + "/caf\xc3\xa9/\xe6\x97\xa5\xe6\x9c\xac", "utf-8");
+  test::WriteFile(a + "/raw-\xff\xfe", "not utf-8");
+  ASSERT_EQ(::symlink("caf\xc3\xa9", (a + "/link-\xc3\xa9").c_str()), 0);
+  auto entries = UnionDiffEntries(a);
+  ASSERT_TRUE(entries.has_value()) << entries.error().message();
+  auto tar = Write(a, *entries);
+  ASSERT_TRUE(tar.has_value()) << tar.error().message();
+  auto res = Apply(*tar, b);
+  ASSERT_TRUE(res.has_value()) << res.error().message();
+  auto diffs = test::CompareTrees(a, b);
+  EXPECT_TRUE(diffs.empty()) << ::testing::PrintToString(diffs);
+}
+
 TEST_F(TarWriteTest, MissingSourceIsAnError) {
   std::string root = tmp_.Sub("root");
   ASSERT_TRUE(MakeDirs(root).has_value());
