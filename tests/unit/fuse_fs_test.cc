@@ -6,7 +6,11 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/fs.h>
+#include <grp.h>
+#include <sched.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -20,6 +24,8 @@
 #include <thread>
 #include <string>
 #include <vector>
+
+#include <spdlog/spdlog.h>
 
 #include "common/fs.h"
 #include "fuse/config.h"
@@ -758,6 +764,84 @@ TEST_F(FuseFsTest, LayersOnDifferentFilesystemsKeepInodesApart) {
   EXPECT_EQ(up.st_ino, t.st_ino);
   fuse_.reset();
   ::umount2(other.c_str(), MNT_DETACH);
+}
+
+// Rootless: the daemon runs as an unprivileged user inside a user namespace,
+// so the format must use the user.* xattr namespace; the kernel overlay with
+// `userxattr` then reads the same upper.
+TEST_F(FuseFsTest, RootlessUsesUserXattrs) {
+  uid_t uid = TestUserUid();
+  if (uid == 0) GTEST_SKIP() << "no lamina-test account for rootless tests";
+  BuildImage();
+  // The image belongs to the user (ids outside the namespace's map would be
+  // unusable in it, as for any rootless mount).
+  std::string ids = std::to_string(uid) + ":" + std::to_string(uid);
+  ASSERT_EQ(lamina::test::Run({"chown", "-R", "-h", ids, tmp_.Sub("l1"), tmp_.Sub("l2"), tmp_.Sub("f_upper"),
+                 tmp_.Sub("f_work"), tmp_.Sub("f_mnt")})
+                .status,
+            0);
+  int pipefd[2];
+  ASSERT_EQ(::pipe2(pipefd, O_CLOEXEC), 0);
+  fuse::FsConfig config = Config();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    std::string out;
+    auto write_map = [](const char* file, const std::string& text) {
+      int fd = ::open(file, O_WRONLY | O_CLOEXEC);
+      bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+      if (fd >= 0) ::close(fd);
+      return ok;
+    };
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0 || ::prctl(PR_SET_DUMPABLE, 1) != 0 ||
+        ::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0 ||
+        !write_map("/proc/self/setgroups", "deny") ||
+        !write_map("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1") ||
+        !write_map("/proc/self/gid_map", "0 " + std::to_string(uid) + " 1") ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+      out = "setup: " + std::string(std::strerror(errno));
+    } else {
+      if (std::getenv("LAMINA_TEST_DEBUG") != nullptr) spdlog::set_level(spdlog::level::debug);
+      auto m = FuseMount::Start(config);
+      if (!m) {
+        out = "mount: " + m.error().message();
+      } else {
+        std::string r = (*m)->path();
+        out += WriteTo(r + "/new", "n", O_WRONLY | O_CREAT) + ";";
+        out += Rc(::unlink((r + "/a").c_str())) + ";";
+        out += Rc(::rmdir((r + "/empty").c_str())) + ";";
+        out += Rc(::mkdir((r + "/empty").c_str(), 0755)) + ";";
+        out += Rc(::rename((r + "/dir").c_str(), (r + "/dir2").c_str())) + ";";
+        out += List(r + "/dir2") + ";" + List(r);
+      }
+    }
+    (void)!::write(pipefd[1], out.data(), out.size());
+    ::_exit(0);
+  }
+  ::close(pipefd[1]);
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(pipefd[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (out.starts_with("setup:")) GTEST_SKIP() << "user namespace: " << out;
+  EXPECT_EQ(out, "ok;ok;ok;ok;ok;. .. sub x y ;. .. b dir2 empty link new opq ");
+  char value[64] = {};
+  EXPECT_EQ(::getxattr(tmp_.Sub("f_upper/empty").c_str(), "user.overlay.opaque", value, 63), 1);
+  EXPECT_EQ(::getxattr(tmp_.Sub("f_upper/dir2").c_str(), "user.overlay.redirect", value, 63), 4);
+  EXPECT_EQ(std::string(value, 4), "/dir");
+  EXPECT_LT(::getxattr(tmp_.Sub("f_upper/empty").c_str(), "trusted.overlay.opaque", value, 63), 0);
+  // The kernel overlay (userxattr) reads what the rootless daemon wrote.
+  auto k = OverlayMount::Start({tmp_.Sub("l1"), tmp_.Sub("l2")}, tmp_.Sub("f_upper"),
+                               tmp_.Sub("f_work"), tmp_.Sub("k_mnt"), "userxattr");
+  ASSERT_TRUE(k) << k.error().message();
+  EXPECT_EQ(List(K("empty")), ". .. ");
+  EXPECT_EQ(ReadAll(K("a")), Errno(ENOENT));
+  EXPECT_EQ(ReadAll(K("new")), "n");
 }
 
 TEST_F(FuseFsTest, ParallelWorkload) {
