@@ -387,6 +387,11 @@ Result<void> Applier::Apply(struct archive* tar, struct archive_entry* entry) {
   bool exists = ::fstatat(pfd, cbase, &old, AT_SYMLINK_NOFOLLOW) == 0;
   if (!exists && errno != ENOENT) return Fail(Error(errno, "tar entry '" + name + "': stat"));
   bool keep_dir = exists && S_ISDIR(old.st_mode) && type == AE_IFDIR && hardlink == nullptr;
+  if (exists && hardlink != nullptr && made_.contains(path)) {
+    // A hard link to itself (GNU tar appending a file twice): nothing to do.
+    auto self = CleanRelativePath(hardlink);
+    if (self && *self == path) return {};
+  }
   if (exists && !keep_dir) {
     auto r = RemoveTreeAt(pfd, base);
     if (!r) return Fail(EntryError(r.error().code(), name, "replace: " + r.error().message()));

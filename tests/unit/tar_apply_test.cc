@@ -81,6 +81,7 @@ TEST_F(TarApplyTest, SymlinksHardlinksFifosAndDevices) {
   TarBuilder b;
   b.File("a", "shared");
   b.Hardlink("b", "a");
+  b.Hardlink("a", "a");  // a link to itself changes nothing
   b.Symlink("s", "/does/not/matter");
   b.Fifo("p", 0600);
   if (test::IsRoot()) b.CharDev("null", 1, 3);
