@@ -83,11 +83,10 @@ Result<void> UnionFsImpl::ChownNew(int dirfd, const std::string& name, fuse_req_
   if (st.st_uid == uid && st.st_gid == gid) return {};
   if (::fchownat(dirfd, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno != EPERM) return FailErrno("chown " + name);
-    if (config_.xattr_permissions == 2 && !S_ISLNK(st.st_mode)) {
+    if (OverrideXattr() != nullptr && !S_ISLNK(st.st_mode)) {
       char value[64];
       std::snprintf(value, sizeof(value), "%u:%u:%o", uid, gid, st.st_mode & 07777);
-      ::lsetxattr(AtPath(dirfd, name).c_str(), kOverrideStatXattr.data(), value,
-                  std::strlen(value), 0);
+      ::lsetxattr(AtPath(dirfd, name).c_str(), OverrideXattr(), value, std::strlen(value), 0);
     }
   }
   return {};

@@ -261,9 +261,7 @@ Result<struct stat> UnionFsImpl::Stat(Node* node) {
     if (n > 0) std::from_chars(value, value + n, pending);
     st.st_nlink = st.st_nlink > 0 ? st.st_nlink - 1 + pending : 0;
   }
-  if (config_.xattr_permissions != 0) {
-    const char* xname = config_.xattr_permissions == 1 ? "security.containers.override_stat"
-                                                       : kOverrideStatXattr.data();
+  if (const char* xname = OverrideXattr()) {
     std::string path = ProcFdPath(s.src_dir->get()) + "/" + s.src_name;
     char value[128];
     ssize_t n = ::lgetxattr(path.c_str(), xname, value, sizeof(value) - 1);

@@ -35,7 +35,7 @@ Result<struct stat> UnionFsImpl::DoSetattr(Node* node, const struct stat& attr, 
     gid_t gid = (to_set & FUSE_SET_ATTR_GID) != 0 ? ToOuterGid(attr.st_gid) : static_cast<gid_t>(-1);
     if (::fchownat(s.fd->get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
       int saved = errno;
-      if (saved != EPERM || config_.xattr_permissions != 2 || is_link) return Fail(saved);
+      if (saved != EPERM || OverrideXattr() == nullptr || is_link) return Fail(saved);
       struct stat cur;
       if (::fstatat(s.fd->get(), "", &cur, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
         return FailErrno();
@@ -44,7 +44,7 @@ Result<struct stat> UnionFsImpl::DoSetattr(Node* node, const struct stat& attr, 
       std::snprintf(value, sizeof(value), "%u:%u:%o",
                     uid == static_cast<uid_t>(-1) ? cur.st_uid : uid,
                     gid == static_cast<gid_t>(-1) ? cur.st_gid : gid, cur.st_mode & 07777);
-      if (::setxattr(path.c_str(), kOverrideStatXattr.data(), value, std::strlen(value), 0) != 0) {
+      if (::setxattr(path.c_str(), OverrideXattr(), value, std::strlen(value), 0) != 0) {
         return FailErrno();
       }
     }

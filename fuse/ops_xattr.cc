@@ -20,9 +20,7 @@ bool IsAcl(std::string_view name) { return name.starts_with("system.posix_acl_")
 
 bool Hidden(const UnionFsImpl& fs, std::string_view name) {
   if (IsInternalXattr(name)) return true;
-  if (fs.config().xattr_permissions == 1 && name == "security.containers.override_stat") {
-    return true;
-  }
+  if (name == "security.fuseoverlayfs.override_stat") return true;
   return fs.config().noacl && IsAcl(name);
 }
 

@@ -138,6 +138,19 @@ class UnionFsImpl final : public UnionFs {
   std::string IndexName(dev_t dev, ino_t ino) const;
   // Ownership for a new object made for the request's caller.
   Result<void> ChownNew(int dirfd, const std::string& name, fuse_req_t req);
+  // Where ownership that cannot be set is kept (fuse-overlayfs'
+  // xattr_permissions: 1 = security.fuseoverlayfs.override_stat, 2 =
+  // user.containers.override_stat); nullptr when off.
+  const char* OverrideXattr() const {
+    switch (config_.xattr_permissions) {
+      case 1:
+        return "security.fuseoverlayfs.override_stat";
+      case 2:
+        return "user.containers.override_stat";
+      default:
+        return nullptr;
+    }
+  }
   uid_t ToOuterUid(uid_t inner) const;
   gid_t ToOuterGid(gid_t inner) const;
   uid_t ToInnerUid(uid_t outer) const;
