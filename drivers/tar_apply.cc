@@ -81,8 +81,12 @@ struct ArchiveReadDeleter {
 };
 using ArchiveReader = std::unique_ptr<struct archive, ArchiveReadDeleter>;
 
+// A directory's mode and times, set in Finish after its children were
+// written (a read-only directory must not stop a rootless apply from
+// filling it).
 struct DirTimes {
   struct timespec times[2];
+  mode_t perm = 0755;
 };
 
 class Applier {
@@ -94,6 +98,7 @@ class Applier {
   TarStats stats() const { return stats_; }
 
  private:
+  void RememberDir(const std::string& path, struct archive_entry* entry);
   Result<Fd> ParentDir(const std::string& parent, const std::string& entry_name);
   Result<void> ApplyWhiteout(struct archive_entry* entry, const std::string& dir,
                              const std::string& base, const std::string& entry_name);
@@ -294,8 +299,8 @@ Result<void> Applier::SetMetadata(struct archive_entry* entry, int dirfd,
                     : ::fchownat(dirfd, at_name, uid, gid, AT_SYMLINK_NOFOLLOW | at_flags);
     if (r != 0) return Fail(Error(errno, "tar entry '" + name + "': chown"));
   }
-  // chown dropped setuid/setgid bits: chmod after it.
-  if (!is_link) {
+  // chown dropped setuid/setgid bits: chmod after it. Directories: in Finish.
+  if (!is_link && type != S_IFDIR) {
     int r = fd >= 0 ? ::fchmod(fd, perm) : ::fchmodat(dirfd, at_name, perm, 0);
     if (r != 0 && base.empty()) r = ::chmod(ProcFdPath(dirfd).c_str(), perm);
     if (r != 0) return Fail(Error(errno, "tar entry '" + name + "': chmod"));
@@ -369,11 +374,7 @@ Result<void> Applier::Apply(struct archive* tar, struct archive_entry* entry) {
       return Fail(EntryError(EINVAL, name, "the layer root must be a directory"));
     }
     LAMINA_CHECK(SetMetadata(entry, root_, "", -1, S_IFDIR, name));
-    auto& t = dir_times_[path].times;
-    t[1] = {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)};
-    t[0] = archive_entry_atime_is_set(entry)
-               ? timespec{archive_entry_atime(entry), archive_entry_atime_nsec(entry)}
-               : t[1];
+    RememberDir(path, entry);
     return {};
   }
 
@@ -430,11 +431,7 @@ Result<void> Applier::Apply(struct archive* tar, struct archive_entry* entry) {
       }
       Fd fd = LAMINA_TRY(OpenAt(pfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
       LAMINA_CHECK(SetMetadata(entry, pfd, base, fd.get(), S_IFDIR, name));
-      auto& t = dir_times_[path].times;
-      t[1] = {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)};
-      t[0] = archive_entry_atime_is_set(entry)
-                 ? timespec{archive_entry_atime(entry), archive_entry_atime_nsec(entry)}
-                 : t[1];
+      RememberDir(path, entry);
       break;
     }
     case AE_IFLNK: {
@@ -476,6 +473,15 @@ Result<void> Applier::Apply(struct archive* tar, struct archive_entry* entry) {
   return {};
 }
 
+void Applier::RememberDir(const std::string& path, struct archive_entry* entry) {
+  DirTimes& d = dir_times_[path];
+  d.perm = archive_entry_perm(entry) & 07777;
+  d.times[1] = {archive_entry_mtime(entry), archive_entry_mtime_nsec(entry)};
+  d.times[0] = archive_entry_atime_is_set(entry)
+                   ? timespec{archive_entry_atime(entry), archive_entry_atime_nsec(entry)}
+                   : d.times[1];
+}
+
 Result<void> Applier::Finish() {
   // Deepest first is not needed (setting a directory's times does not touch
   // its parent), but a directory removed or replaced later is skipped.
@@ -488,7 +494,11 @@ Result<void> Applier::Finish() {
       }
       return Fail(fd.error().Wrap("set times of " + path));
     }
-    if (::utimensat(AT_FDCWD, ProcFdPath(fd->get()).c_str(), t.times, 0) != 0) {
+    std::string proc = ProcFdPath(fd->get());
+    if (::chmod(proc.c_str(), t.perm) != 0) {
+      return FailErrno("chmod directory " + (path.empty() ? "/" : path));
+    }
+    if (::utimensat(AT_FDCWD, proc.c_str(), t.times, 0) != 0) {
       return FailErrno("set times of directory " + (path.empty() ? "/" : path));
     }
   }

@@ -296,6 +296,19 @@ TEST_F(TarApplyTest, LeadingSlashIsStripped) {
   EXPECT_EQ(test::ReadFileOrDie(T("dot/file")), "dot");
 }
 
+TEST_F(TarApplyTest, ReadOnlyDirectoriesGetTheirModeLast) {
+  TarBuilder b;
+  b.Dir("ro/", 0555);
+  b.File("ro/inside", "x", 0444);
+  b.Dir("ro/sub/", 0500);
+  b.File("ro/sub/deeper", "y");
+  auto res = ApplyBytes(b.Finish());
+  ASSERT_TRUE(res.has_value()) << res.error().message();
+  EXPECT_EQ(Lstat("ro").st_mode & 07777, 0555u);
+  EXPECT_EQ(Lstat("ro/sub").st_mode & 07777, 0500u);
+  EXPECT_EQ(test::ReadFileOrDie(T("ro/sub/deeper")), "y");
+}
+
 TEST_F(TarApplyTest, EmptyLayersApply) {
   // Only end-of-archive blocks: what image builders write for ENV-only steps.
   std::string empty = TarBuilder().Finish();
