@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -307,6 +309,54 @@ TEST_F(TarApplyTest, ReadOnlyDirectoriesGetTheirModeLast) {
   EXPECT_EQ(Lstat("ro").st_mode & 07777, 0555u);
   EXPECT_EQ(Lstat("ro/sub").st_mode & 07777, 0500u);
   EXPECT_EQ(test::ReadFileOrDie(T("ro/sub/deeper")), "y");
+}
+
+// Rootless: an unprivileged user applies a layer with ownership it cannot
+// set, read-only directories, whiteouts (mknod refused) and opaque dirs.
+TEST_F(TarApplyTest, RootlessApplyAsNobody) {
+  if (!test::IsRoot()) GTEST_SKIP() << "needs root to switch to an unprivileged user";
+  struct passwd* nobody = ::getpwnam("nobody");
+  if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody' on this host";
+  uid_t uid = nobody->pw_uid;
+  gid_t gid = nobody->pw_gid;
+  ASSERT_EQ(::chown(target_.c_str(), uid, gid), 0);
+  TarBuilder b;
+  b.Dir("ro/", 0555);
+  b.Add({.path = "ro/owned", .data = "x", .mode = 04755, .uid = 0, .gid = 0});
+  b.File("ro/.wh.gone", "");
+  b.Dir("opq/");
+  b.File("opq/.wh..wh..opq", "");
+  std::string file = tmp_.Sub("layer.tar");
+  test::WriteTarFile(file, b.Finish());
+
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(2);
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) ::_exit(3);
+    ApplyOptions options;
+    options.same_owner = false;
+    options.xattr_ns = XattrNamespace::kUser;
+    auto res = ApplyTar(fd, target_, options);
+    if (!res) std::fprintf(stderr, "apply as nobody: %s\n", res.error().message().c_str());
+    ::_exit(res ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(Lstat("ro").st_mode & 07777, 0555u);
+  EXPECT_EQ(Lstat("ro/owned").st_uid, uid);
+  EXPECT_EQ(*GetXattr(T("ro/owned"), std::string(kOverrideStatXattr)), "0:0:04755");
+  // Linux >= 5.8 lets anyone mknod a 0/0 whiteout; older ones: the file form.
+  struct stat wh;
+  if (::lstat(T("ro/gone").c_str(), &wh) == 0) {
+    EXPECT_TRUE(IsWhiteoutStat(wh));
+  } else {
+    EXPECT_TRUE(Exists("ro/.wh.gone"));
+  }
+  EXPECT_EQ(*GetXattr(T("opq"), "user.overlay.opaque"), "y");
 }
 
 TEST_F(TarApplyTest, EmptyLayersApply) {
