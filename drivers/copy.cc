@@ -38,7 +38,8 @@ bool CopyRangeUnsupported(int err) {
          err == ETXTBSY;
 }
 
-Result<void> ReadWriteRange(int src, int dst, off_t off, off_t end) {
+// Returns the offset reached (short of `end` when the source shrank).
+Result<off_t> ReadWriteRange(int src, int dst, off_t off, off_t end) {
   constexpr size_t kChunk = size_t{1} << 20;
   std::vector<char> buf(static_cast<size_t>(std::min<off_t>(end - off, kChunk)));
   while (off < end) {
@@ -61,12 +62,13 @@ Result<void> ReadWriteRange(int src, int dst, off_t off, off_t end) {
     }
     off += n;
   }
-  return {};
+  return off;
 }
 
 // Copies [off, end) of src to the same offsets in dst; switches *method to
 // kReadWrite for good when copy_file_range cannot serve this pair of files.
-Result<void> CopyRange(int src, int dst, off_t off, off_t end, CopyMethod* method) {
+// Returns the offset reached.
+Result<off_t> CopyRange(int src, int dst, off_t off, off_t end, CopyMethod* method) {
   while (off < end && *method == CopyMethod::kCopyFileRange) {
     loff_t in = off;
     loff_t out = off;
@@ -79,11 +81,11 @@ Result<void> CopyRange(int src, int dst, off_t off, off_t end, CopyMethod* metho
       }
       return FailErrno("copy_file_range");
     }
-    if (n == 0) return {};  // the source shrank
+    if (n == 0) return off;  // the source shrank
     off += n;
   }
   if (off < end) return ReadWriteRange(src, dst, off, end);
-  return {};
+  return off;
 }
 
 }  // namespace
@@ -108,8 +110,9 @@ Result<CopyMethod> CopyFileData(int src_fd, int dst_fd, uint64_t size) {
   if (::fstat(src_fd, &st) != 0) return FailErrno("stat source");
   // A file with as many blocks as bytes has no holes: skip the SEEK_DATA walk.
   bool dense = static_cast<uint64_t>(st.st_blocks) * 512 >= size;
+  off_t reached = 0;  // the end of the last byte written
   if (dense) {
-    LAMINA_CHECK(CopyRange(src_fd, dst_fd, 0, end, &method));
+    reached = LAMINA_TRY(CopyRange(src_fd, dst_fd, 0, end, &method));
   } else {
     off_t off = 0;
     while (off < end) {
@@ -127,11 +130,14 @@ Result<CopyMethod> CopyFileData(int src_fd, int dst_fd, uint64_t size) {
         hole = end;
       }
       hole = std::min(hole, end);
-      LAMINA_CHECK(CopyRange(src_fd, dst_fd, data, hole, &method));
+      reached = LAMINA_TRY(CopyRange(src_fd, dst_fd, data, hole, &method));
+      if (reached < hole) break;  // the source shrank
       off = hole;
     }
   }
-  LAMINA_CHECK(set_size());
+  // The destination started empty: its size is where writing stopped, so a
+  // trailing hole or a shrunken source needs the truncate, nothing else does.
+  if (reached != end) LAMINA_CHECK(set_size());
   return method;
 }
 
