@@ -12,10 +12,9 @@
 // what is wrong; unknown keys are ignored so that newer versions can add some.
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "common/result.h"
 #include "drivers/driver.h"
@@ -40,11 +39,11 @@ Result<LayerState> ParseLayerState(std::string_view name);
 
 struct LayerInfo {
   std::string id;
-  std::string parent;  // "" for a base layer
+  std::string parent;   // "" for a base layer
   std::string created;  // RFC 3339, UTC, e.g. "2026-11-23T08:01:02.123456789Z"
   bool writable = false;
-  uint64_t size = 0;     // bytes of the layer's own content (Driver::Usage)
-  std::string diff_id;   // "sha256:<hex>" or ""
+  uint64_t size = 0;    // bytes of the layer's own content (Driver::Usage)
+  std::string diff_id;  // "sha256:<hex>" or ""
   LayerState state = LayerState::kIncomplete;
   bool operator==(const LayerInfo&) const = default;
 };

@@ -1,11 +1,10 @@
 #include "store/store.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
-
-#include <spdlog/spdlog.h>
 
 #include "common/fs.h"
 #include "common/path.h"
@@ -330,8 +329,8 @@ Result<void> Store::RemoveLayer(const std::string& id) {
   }
   for (const auto& other : LAMINA_TRY(AllLayersLocked())) {
     if (other.parent == id) {
-      return Fail(EBUSY, "layer " + id + " is the parent of layer " + other.id +
-                             "; remove that first");
+      return Fail(EBUSY,
+                  "layer " + id + " is the parent of layer " + other.id + "; remove that first");
     }
   }
   auto mounts = driver_->MountCount(id);
@@ -447,11 +446,10 @@ Result<InfoReport> GatherInfo(const OpenOptions& options) {
   if (!host) return Fail(host.error().Wrap("probe the host for store " + options.root));
   report.host = std::move(*host);
   report.config = LAMINA_TRY(ReadConfig(options.root));
-  XattrNamespace ns =
-      report.config ? report.config->xattr_ns : DefaultXattrNamespace(report.host);
+  XattrNamespace ns = report.config ? report.config->xattr_ns : DefaultXattrNamespace(report.host);
   DriverConfig config = MakeDriverConfig(options, ns);
-  auto selection = SelectDriver(report.host, config, options.driver,
-                                report.config ? report.config->driver : "");
+  auto selection =
+      SelectDriver(report.host, config, options.driver, report.config ? report.config->driver : "");
   if (selection) {
     report.chosen = std::string(selection->driver->Name());
     report.why = selection->why;

@@ -45,8 +45,8 @@
 namespace lamina::store {
 
 struct OpenOptions {
-  std::string root;    // the store directory; created 0700 when missing
-  std::string driver;  // requested driver; empty = the store's, else automatic
+  std::string root;                         // the store directory; created 0700 when missing
+  std::string driver;                       // requested driver; empty = the store's, else automatic
   std::vector<std::string> driver_options;  // "key=value", passed to the driver
   std::string helper_dir;                   // where lamina-fuse lives; empty = default
 };
@@ -78,8 +78,7 @@ class Store {
   // Creates a read-only layer on `parent` from the layer tar (plain, gzip,
   // zstd, ...) read from `tar_fd` to its end, and returns its metadata,
   // with the size and the DiffID. On failure nothing of the layer remains.
-  Result<LayerInfo> ApplyLayer(const std::string& parent, int tar_fd,
-                               const std::string& id = {});
+  Result<LayerInfo> ApplyLayer(const std::string& parent, int tar_fd, const std::string& id = {});
 
   // Removes a layer. EBUSY when another layer is built on it, when it is
   // mounted, or when another process is reading or writing it.
@@ -115,9 +114,9 @@ class Store {
   std::string UseLock(const std::string& id) const { return LayerDir(id) + "/use.lock"; }
 
   // Helpers that expect the caller to hold the store lock.
-  Result<LayerInfo> ReadLayerLocked(const std::string& id) const;    // any state
-  Result<LayerInfo> ReadyLayerLocked(const std::string& id) const;   // ENOENT unless ready
-  Result<std::vector<LayerInfo>> AllLayersLocked() const;            // any state, readable
+  Result<LayerInfo> ReadLayerLocked(const std::string& id) const;   // any state
+  Result<LayerInfo> ReadyLayerLocked(const std::string& id) const;  // ENOENT unless ready
+  Result<std::vector<LayerInfo>> AllLayersLocked() const;           // any state, readable
   Result<void> WriteLayerLocked(const LayerInfo& layer) const;
   Result<std::string> NewLayerLocked(const std::string& parent, bool writable,
                                      const std::string& id);

@@ -3,11 +3,10 @@
 // same apply then succeeds.
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -130,7 +129,8 @@ TEST(StoreCrash, KilledApplyLeavesNoHalfMadeLayer) {
     // middle of writing the layer's content.
     size_t half = tar.size() / 2;
     for (size_t done = 0; done < half;) {
-      ssize_t n = ::write(proc.stdin_w.get(), tar.data() + done, std::min<size_t>(half - done, 1 << 20));
+      ssize_t n =
+          ::write(proc.stdin_w.get(), tar.data() + done, std::min<size_t>(half - done, 1 << 20));
       ASSERT_GT(n, 0) << "lamina stopped reading: " << std::strerror(errno);
       done += static_cast<size_t>(n);
     }

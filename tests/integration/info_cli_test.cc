@@ -1,8 +1,7 @@
 // `lamina info` end to end: text for people, JSON for programs.
 
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
@@ -35,7 +34,7 @@ TEST(InfoCli, TextNamesHostFactsEveryDriverAndTheChoice) {
   TempDir dir;
   CommandResult r = test::RunLamina({"--root", dir.Sub("store"), "info"});
   ASSERT_EQ(r.status, 0) << r.err;
-  for (const char* want : {"Host:\n", "  euid: " , "  kernel: ", "  backing_fs: ", "  d_type: ",
+  for (const char* want : {"Host:\n", "  euid: ", "  kernel: ", "  backing_fs: ", "  d_type: ",
                            "  dev_fuse: ", "  fusermount3: ", "  ficlone: ", "Store:\n",
                            "  root: ", "Drivers:\n", "Chosen driver: "}) {
     EXPECT_NE(r.out.find(want), std::string::npos) << "missing '" << want << "' in\n" << r.out;

@@ -2,12 +2,11 @@
 // real tars made by GNU tar, gzip and zstd.
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <pty.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -157,7 +156,8 @@ TEST_F(LayerCli, CreateListInspectRemove) {
 
   CommandResult refused = Lamina({"layer", "rm", base});
   EXPECT_NE(refused.status, 0);
-  EXPECT_EQ(Trim(refused.err), "lamina: layer " + base + " is the parent of layer top; remove that first");
+  EXPECT_EQ(Trim(refused.err),
+            "lamina: layer " + base + " is the parent of layer top; remove that first");
 
   CommandResult taken = Lamina({"layer", "create", "--id", "top"});
   EXPECT_NE(taken.status, 0);
@@ -175,12 +175,11 @@ TEST_F(LayerCli, CreateListInspectRemove) {
 }
 
 TEST_F(LayerCli, BadUsageIsAUsageError) {
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"layer", "create", "--bogus"},
-           {"layer", "rm"},
-           {"layer", "frobnicate"},
-           {"layer", "apply"},
-           {"layer"}}) {
+  for (const auto& args : std::vector<std::vector<std::string>>{{"layer", "create", "--bogus"},
+                                                                {"layer", "rm"},
+                                                                {"layer", "frobnicate"},
+                                                                {"layer", "apply"},
+                                                                {"layer"}}) {
     CommandResult r = Lamina(args);
     EXPECT_EQ(r.status, 2) << ::testing::PrintToString(args) << ": " << r.err;
     EXPECT_FALSE(r.err.empty());
@@ -197,8 +196,8 @@ TEST_F(LayerCli, ApplyPlainGzipAndZstdTars) {
   Tar(dir_.Sub("src"), dir_.Sub("layer.tar"));
   std::string diff_id = "sha256:" + Sha256Hex(test::ReadFileOrDie(dir_.Sub("layer.tar")));
   ASSERT_EQ(test::Run({"gzip", "-k", dir_.Sub("layer.tar")}).status, 0);
-  std::vector<std::pair<std::string, std::string>> inputs = {
-      {"plain", dir_.Sub("layer.tar")}, {"gz", dir_.Sub("layer.tar.gz")}};
+  std::vector<std::pair<std::string, std::string>> inputs = {{"plain", dir_.Sub("layer.tar")},
+                                                             {"gz", dir_.Sub("layer.tar.gz")}};
   if (HaveCommand("zstd")) {
     ASSERT_EQ(test::Run({"zstd", "-q", "-k", dir_.Sub("layer.tar")}).status, 0);
     inputs.push_back({"zst", dir_.Sub("layer.tar.zst")});
@@ -219,9 +218,9 @@ TEST_F(LayerCli, ApplyPlainGzipAndZstdTars) {
 TEST_F(LayerCli, ApplyFromStdinAndBadInput) {
   MakeTree(dir_.Sub("src"));
   Tar(dir_.Sub("src"), dir_.Sub("layer.tar"));
-  CommandResult r = test::Run({"sh", "-c",
-                               "exec \"$0\" --root \"$1\" --driver \"$2\" layer apply --id in - < \"$3\"",
-                               test::LaminaBinary(), Root(), driver_, dir_.Sub("layer.tar")});
+  CommandResult r = test::Run(
+      {"sh", "-c", "exec \"$0\" --root \"$1\" --driver \"$2\" layer apply --id in - < \"$3\"",
+       test::LaminaBinary(), Root(), driver_, dir_.Sub("layer.tar")});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(Trim(r.out), "in");
   ExpectSameTree(dir_.Sub("src"), DiffDir("in"), /*times=*/false);
@@ -266,6 +265,21 @@ TEST_F(LayerCli, DiffThenApplyIntoAFreshStoreGivesTheSameTree) {
   CommandResult none = Lamina({"layer", "diff", "ghost", "-o", dir_.Sub("ghost.tar")});
   EXPECT_EQ(Trim(none.err), "lamina: layer ghost: not found");
   EXPECT_FALSE(PathExists(dir_.Sub("ghost.tar")));
+}
+
+// diff holds only the layer's use.lock while it streams, so piping it into an
+// apply on the same store cannot deadlock on the store lock.
+TEST_F(LayerCli, DiffPipedIntoApplyOnTheSameStore) {
+  MakeTree(dir_.Sub("src"));
+  Tar(dir_.Sub("src"), dir_.Sub("layer.tar"));
+  Ok({"layer", "apply", "--id", "one", dir_.Sub("layer.tar")});
+  std::string lamina = "\"$0\" --root \"$1\" --driver \"$2\" layer ";
+  CommandResult r =
+      test::Run({"timeout", "120", "sh", "-c", lamina + "diff one | " + lamina + "apply --id two -",
+                 test::LaminaBinary(), Root(), driver_});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(Trim(r.out), "two");
+  ExpectSameTree(DiffDir("one"), DiffDir("two"));
 }
 
 TEST_F(LayerCli, DiffRefusesATerminal) {
@@ -316,17 +330,17 @@ TEST_F(LayerCli, ChangesOfAChildLayer) {
   auto lines = Lines(Ok({"layer", "changes", "child"}));
   std::set<std::string> got(lines.begin(), lines.end());
   for (const char* want : {"C etc/a", "D etc/b", "A new", "A new/c"}) {
-    EXPECT_TRUE(got.contains(want)) << want << " missing from:\n" << ::testing::PrintToString(lines);
+    EXPECT_TRUE(got.contains(want)) << want << " missing from:\n"
+                                    << ::testing::PrintToString(lines);
   }
   for (const auto& line : lines) {
     EXPECT_TRUE(std::regex_match(line, std::regex("[ACD] .+"))) << line;
     EXPECT_EQ(line.find("keep"), std::string::npos) << line;
     EXPECT_EQ(line.find("var"), std::string::npos) << line;
   }
-  EXPECT_TRUE(std::is_sorted(lines.begin(), lines.end(), [](const std::string& a,
-                                                            const std::string& b) {
-    return a.substr(2) < b.substr(2);
-  }));
+  EXPECT_TRUE(std::is_sorted(
+      lines.begin(), lines.end(),
+      [](const std::string& a, const std::string& b) { return a.substr(2) < b.substr(2); }));
 
   // The child's diff carries the deletion as an OCI whiteout.
   Ok({"layer", "diff", "child", "-o", dir_.Sub("child-out.tar")});

@@ -3,11 +3,10 @@
 
 #include "store/store.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -35,12 +34,12 @@ std::string TestDriver() {
   return name != nullptr ? name : "";
 }
 
-#define OPEN_OR_SKIP(var, root)                                                     \
-  auto var##_opened = Store::Open(OpenOptions{(root), TestDriver(), {}, {}});           \
-  if (!var##_opened && var##_opened.error().code() == ENODEV) {                         \
-    GTEST_SKIP() << "no usable driver: " << var##_opened.error().message();             \
-  }                                                                                     \
-  ASSERT_TRUE(var##_opened) << var##_opened.error().message();                          \
+#define OPEN_OR_SKIP(var, root)                                               \
+  auto var##_opened = Store::Open(OpenOptions{(root), TestDriver(), {}, {}}); \
+  if (!var##_opened && var##_opened.error().code() == ENODEV) {               \
+    GTEST_SKIP() << "no usable driver: " << var##_opened.error().message();   \
+  }                                                                           \
+  ASSERT_TRUE(var##_opened) << var##_opened.error().message();                \
   Store& var = **var##_opened
 
 // Runs `body` in a forked child; returns its exit status (the child exits 0
