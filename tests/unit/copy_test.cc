@@ -16,6 +16,7 @@
 #include "common/hash.h"
 #include "common/scope_guard.h"
 #include "drivers/host.h"
+#include "drivers/layer_home.h"
 #include "tests/support/loop_fs.h"
 #include "tests/support/test_util.h"
 
@@ -347,6 +348,41 @@ TEST_F(CopyMetadataTest, RootlessSkipsOwnerAndTrustedXattrs) {
   EXPECT_EQ(d.st_uid, nobody);
   EXPECT_EQ(*GetXattr(dst_.Sub("f"), "user.u"), "w");
   EXPECT_FALSE(GetXattr(dst_.Sub("f"), "trusted.t"));
+}
+
+}  // namespace
+}  // namespace lamina
+
+namespace lamina {
+namespace {
+
+// The loop filesystem helper used above: mounted while alive, and the mount,
+// the loop device and the image are gone afterwards.
+TEST(LoopFsTest, MountsAndCleansUp) {
+  std::string image_dir, device;
+  {
+    auto fs = test::LoopFs::Make({.type = "ext4", .size_mib = 16});
+    if (!fs) GTEST_SKIP() << fs.error();
+    device = (*fs)->device();
+    image_dir = (*fs)->path();
+    EXPECT_TRUE(device.starts_with("/dev/loop")) << device;
+    EXPECT_EQ(*FilesystemType((*fs)->path()), "ext4");
+    auto mounted = IsMountPoint((*fs)->path());
+    ASSERT_TRUE(mounted);
+    EXPECT_TRUE(*mounted);
+    test::WriteFile((*fs)->Sub("x"), "y");
+  }
+  EXPECT_FALSE(PathExists(image_dir));
+  std::string out;
+  auto status = RunCommand({"losetup", "-a"}, &out);
+  ASSERT_TRUE(status);
+  EXPECT_EQ(out.find(image_dir.substr(0, image_dir.size() - 4)), std::string::npos) << out;
+}
+
+TEST(LoopFsTest, UnknownTypeIsAReason) {
+  auto fs = test::LoopFs::Make({.type = "nosuchfs"});
+  ASSERT_FALSE(fs);
+  EXPECT_FALSE(fs.error().empty());
 }
 
 }  // namespace
