@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 #include <pwd.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <climits>
@@ -296,33 +295,17 @@ TEST_F(HostileTarTest, DeviceNodesAsNonRootFailClearly) {
   std::string file = tmp_.Sub("layer.tar");
   test::WriteTarFile(file, b.Finish());
 
-  int pipefd[2];
-  ASSERT_EQ(::pipe2(pipefd, O_CLOEXEC), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(pipefd[0]);
-    if (::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(2);
-    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) ::_exit(3);
+  auto child = test::RunAsUser(uid, gid, [&]() -> std::string {
+    auto fd = Open(file, O_RDONLY);
+    if (!fd) return fd.error().message();
     ApplyOptions options;
     options.same_owner = false;
     options.xattr_ns = XattrNamespace::kUser;
-    auto res = ApplyTar(fd, target_, options);
-    std::string msg = res ? "ok" : std::to_string(res.error().code()) + " " + res.error().message();
-    (void)!::write(pipefd[1], msg.data(), msg.size());
-    ::_exit(0);
-  }
-  ::close(pipefd[1]);
-  std::string msg;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof(buf))) > 0) msg.append(buf, n);
-  ::close(pipefd[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  ASSERT_EQ(WEXITSTATUS(status), 0) << "child could not drop privileges or open the tar";
+    auto res = ApplyTar(fd->get(), target_, options);
+    return res ? "ok" : std::to_string(res.error().code()) + " " + res.error().message();
+  });
+  ASSERT_EQ(child.status, 0) << "could not switch to nobody";
+  const std::string& msg = child.output;
   EXPECT_TRUE(msg.starts_with(std::to_string(EPERM) + " ")) << msg;
   EXPECT_NE(msg.find("dev/sda"), std::string::npos) << msg;
   EXPECT_NE(msg.find("privilege"), std::string::npos) << msg;

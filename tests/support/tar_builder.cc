@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -183,6 +184,46 @@ std::string Compress(const std::string& data, TarCompression compression) {
   archive_entry_free(entry);
   archive_write_free(a);
   return out;
+}
+
+ChildResult RunAsUser(uid_t uid, gid_t gid, const std::function<std::string()>& body) {
+  ChildResult result;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe: " << std::strerror(errno);
+    return result;
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ADD_FAILURE() << "fork: " << std::strerror(errno);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return result;
+  }
+  if (pid == 0) {
+    ::close(fds[0]);
+    if (::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(2);
+    std::string out = body();
+    size_t done = 0;
+    while (done < out.size()) {
+      ssize_t n = ::write(fds[1], out.data() + done, out.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  char buf[1024];
+  ssize_t n;
+  while ((n = ::read(fds[0], buf, sizeof(buf))) > 0) result.output.append(buf, n);
+  ::close(fds[0]);
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) {
+    ADD_FAILURE() << "waitpid: " << std::strerror(errno);
+    return result;
+  }
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
 }
 
 void WriteTarFile(const std::string& path, const std::string& data) {

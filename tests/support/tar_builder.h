@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -64,6 +65,15 @@ class TarBuilder {
 
 // Compresses `data` with libarchive's filter ("raw" format).
 std::string Compress(const std::string& data, TarCompression compression);
+
+// Runs `body` in a forked child that switched to uid/gid (setresgid,
+// setresuid) and hands back what it returned. status: the child's exit
+// status (0 when body ran; 2 when the switch failed; 128+signal if killed).
+struct ChildResult {
+  int status = -1;
+  std::string output;
+};
+ChildResult RunAsUser(uid_t uid, gid_t gid, const std::function<std::string()>& body);
 
 // Writes `data` to a new file at `path`; fails the test on error.
 void WriteTarFile(const std::string& path, const std::string& data);

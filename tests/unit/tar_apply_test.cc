@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -329,23 +328,17 @@ TEST_F(TarApplyTest, RootlessApplyAsNobody) {
   std::string file = tmp_.Sub("layer.tar");
   test::WriteTarFile(file, b.Finish());
 
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    if (::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(2);
-    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) ::_exit(3);
+  auto child = test::RunAsUser(uid, gid, [&]() -> std::string {
+    auto fd = Open(file, O_RDONLY);
+    if (!fd) return fd.error().message();
     ApplyOptions options;
     options.same_owner = false;
     options.xattr_ns = XattrNamespace::kUser;
-    auto res = ApplyTar(fd, target_, options);
-    if (!res) std::fprintf(stderr, "apply as nobody: %s\n", res.error().message().c_str());
-    ::_exit(res ? 0 : 1);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status));
-  ASSERT_EQ(WEXITSTATUS(status), 0);
+    auto res = ApplyTar(fd->get(), target_, options);
+    return res ? "ok" : res.error().message();
+  });
+  ASSERT_EQ(child.status, 0) << "could not switch to nobody";
+  ASSERT_EQ(child.output, "ok");
   EXPECT_EQ(Lstat("ro").st_mode & 07777, 0555u);
   EXPECT_EQ(Lstat("ro/owned").st_uid, uid);
   EXPECT_EQ(*GetXattr(T("ro/owned"), std::string(kOverrideStatXattr)), "0:0:04755");
