@@ -336,6 +336,10 @@ Result<TarStats> WriteLayerTar(int out_fd, const std::string& root,
   // Names are bytes: never converted through the process locale, so the
   // same tree gives the same tar whatever LANG says.
   archive_write_set_format_option(a.get(), "pax", "hdrcharset", "BINARY");
+  // No padding of the last block to 10 KiB: libarchive pads pipes but not
+  // regular files unless told, and the same layer must give the same bytes
+  // wherever it is written (Go's archive/tar, as Docker's, does not pad either).
+  archive_write_set_bytes_in_last_block(a.get(), 1);
   if (archive_write_open_fd(a.get(), out_fd) != ARCHIVE_OK) {
     return Fail(EIO, "open layer tar for writing: " + ArchiveMessage(a.get()));
   }
