@@ -88,6 +88,7 @@ Result<void> UnionFsImpl::Setup() {
     return Fail(EINVAL, "upperdir " + config_.upper + " needs a workdir");
   }
   if (config_.volatile_mode) config_.fsync = false;
+  temp_prefix_ = "#lamina-" + std::to_string(::getpid()) + "-";
   has_upper_ = !config_.upper.empty();
   std::vector<std::string> paths;
   if (has_upper_) paths.push_back(config_.upper);
@@ -199,7 +200,6 @@ const fuse_lowlevel_ops& UnionFsImpl::Ops() const {
 }
 
 std::string UnionFsImpl::TempName() {
-  if (temp_prefix_.empty()) temp_prefix_ = "#lamina-" + std::to_string(::getpid()) + "-";
   return temp_prefix_ + std::to_string(temp_counter_.fetch_add(1));
 }
 

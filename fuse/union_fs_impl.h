@@ -182,7 +182,7 @@ class UnionFsImpl final : public UnionFs {
   std::unique_ptr<NodeTable> table_;
   std::atomic<uint64_t> temp_counter_{0};
   fuse_session* session_ = nullptr;
-  std::string temp_prefix_;
+  std::string temp_prefix_;  // set in Setup, read-only afterwards
 };
 
 // Op tables, one per family file.

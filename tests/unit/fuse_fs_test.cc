@@ -677,6 +677,43 @@ TEST_F(FuseFsTest, MixedMetadataAndRenameCases) {
   SameTrees();
 }
 
+// The on-disk format both ways: what the kernel overlay wrote (relative and
+// absolute redirects, opaque dirs, whiteouts, its own index) reads the same
+// through lamina, and what lamina wrote reads the same through the kernel.
+TEST_F(FuseFsTest, FormatCompatibleWithTheKernelBothWays) {
+  BuildImage();
+  Script script = [](const std::string& r, Log& log) {
+    log.push_back(Rc(::rename((r + "/dir").c_str(), (r + "/dir2").c_str())));
+    log.push_back(Rc(::mkdir((r + "/nest").c_str(), 0755)));
+    log.push_back(Rc(::rename((r + "/dir2/sub").c_str(), (r + "/nest/sub").c_str())));
+    log.push_back(Rc(::unlink((r + "/a").c_str())));
+    log.push_back(Rc(::rmdir((r + "/empty").c_str())));
+    log.push_back(Rc(::mkdir((r + "/empty").c_str(), 0700)));
+    log.push_back(WriteTo(r + "/empty/in", "in", O_WRONLY | O_CREAT));
+    log.push_back(WriteTo(r + "/b", "b2", O_WRONLY | O_TRUNC));
+  };
+  MountBoth();
+  Same(script);
+  TreeCompareOptions o;
+  o.times = false;
+  std::string kernel_view = DescribeTree(K(), o);
+  std::string lamina_view = DescribeTree(F(), o);
+  EXPECT_EQ(kernel_view, lamina_view);
+  fuse_.reset();
+  kernel_.reset();
+  // lamina on the kernel's upper, the kernel on lamina's.
+  fuse::FsConfig c = Config();
+  c.upper = tmp_.Sub("k_upper");
+  c.work = tmp_.Sub("k_work");
+  MountFuse(c);
+  auto k = OverlayMount::Start({tmp_.Sub("l1"), tmp_.Sub("l2")}, tmp_.Sub("f_upper"),
+                               tmp_.Sub("f_work"), tmp_.Sub("k_mnt"), "redirect_dir=on");
+  ASSERT_TRUE(k) << k.error().message();
+  kernel_ = std::move(*k);
+  EXPECT_EQ(DescribeTree(F(), o), kernel_view);
+  EXPECT_EQ(DescribeTree(K(), o), lamina_view);
+}
+
 TEST_F(FuseFsTest, ReadOnlyOpenSeesCopyUp) {
   BuildImage();
   MountBoth();
