@@ -39,6 +39,7 @@ void SetUpper(Node* node, const SharedFd& fd, const SharedFd& dir, const std::st
   node->state.fd = fd;
   node->state.src_dir = dir;
   node->state.src_name = name;
+  node->copy_ups.fetch_add(1, std::memory_order_release);
 }
 
 }  // namespace

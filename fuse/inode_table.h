@@ -18,6 +18,7 @@
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -87,6 +88,9 @@ struct Node {
   uint64_t generation = 0;  // immutable
 
   std::mutex copy_mu;
+  // Bumped after each copy-up of this node (read without locks by open
+  // files to notice that they still read the lower copy).
+  std::atomic<uint32_t> copy_ups{0};
   mutable std::mutex mu;
   NodeState state;  // guarded by mu
 

@@ -22,7 +22,9 @@ Result<struct stat> UnionFsImpl::DoSetattr(Node* node, const struct stat& attr, 
   LAMINA_CHECK(CopyUp(node, !truncating_to_zero));
   NodeState s = node->Snapshot();
   FileHandle* fh = fi != nullptr ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
-  int handle_fd = fh != nullptr && fh->fd.valid() ? fh->fd.get() : -1;
+  // Only a writable handle is known to be on the upper copy: a read-only one
+  // may still be the lower file, which must never change.
+  int handle_fd = fh != nullptr && !fh->read_only ? fh->Get() : -1;
   std::string path = ProcFdPath(s.fd->get());
   bool is_link = S_ISLNK(s.type);
 

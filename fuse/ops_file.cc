@@ -25,13 +25,35 @@ int BackingFlags(const UnionFsImpl& fs, int flags) {
 
 FileHandle* Handle(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
 
+// The fd to read through: a read-only handle on a lower file follows the
+// node to its upper copy after a copy-up.
+int ReadFd(FileHandle* h) {
+  if (!h->read_only) return h->Get();
+  uint32_t now = h->node->copy_ups.load(std::memory_order_acquire);
+  std::lock_guard lock(h->mu);
+  if (now == h->copy_ups) return h->Get();
+  NodeState s = h->node->Snapshot();
+  int fd = ::open(ProcFdPath(s.fd->get()).c_str(), h->flags);
+  if (fd >= 0) {
+    h->retired.push_back(std::move(h->fd));
+    h->fd = Fd(fd);
+    h->fd_num.store(fd, std::memory_order_release);
+  }
+  h->copy_ups = now;
+  return h->Get();
+}
+
 void ReplyOpened(fuse_req_t req, UnionFsImpl* fs, Node* node, Fd fd, fuse_file_info* fi,
-                 const fuse_entry_param* entry) {
+                 const fuse_entry_param* entry, uint32_t copy_ups) {
   struct stat st;
   bool single = ::fstat(fd.get(), &st) == 0 && st.st_nlink <= 1;
   auto handle = std::make_unique<FileHandle>();
   handle->node = node;
+  handle->fd_num.store(fd.get());
   handle->fd = std::move(fd);
+  handle->read_only = (fi->flags & O_ACCMODE) == O_RDONLY;
+  handle->flags = BackingFlags(*fs, fi->flags) & ~O_TRUNC;
+  handle->copy_ups = copy_ups;
   fi->fh = reinterpret_cast<uint64_t>(handle.get());
   // The page cache may outlive the open: every change comes through us. Hard
   // links are several nodes of one inode, so they are not cached.
@@ -65,7 +87,7 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fs->FillEntry(*node, *st, e);
     // The handle holds its own ref besides the kernel's lookup.
     fs->table().Ref(*node);
-    ReplyOpened(req, fs, *node, std::move(fd), fi, &e);
+    ReplyOpened(req, fs, *node, std::move(fd), fi, &e, 0);
   });
 }
 
@@ -85,6 +107,7 @@ void OpenFile(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
         return;
       }
     }
+    uint32_t copy_ups = node->copy_ups.load(std::memory_order_acquire);
     NodeState s = node->Snapshot();
     auto fd = Open(ProcFdPath(s.fd->get()), BackingFlags(*fs, fi->flags));
     if (!fd) {
@@ -92,7 +115,7 @@ void OpenFile(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
       return;
     }
     fs->table().Ref(node);
-    ReplyOpened(req, fs, node, std::move(*fd), fi, nullptr);
+    ReplyOpened(req, fs, node, std::move(*fd), fi, nullptr, copy_ups);
   });
 }
 
@@ -100,7 +123,14 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info
   (void)ino;
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = Handle(fi)->fd.get();
+  int fd = -1;
+  try {
+    fd = ReadFd(Handle(fi));
+  } catch (...) {
+    fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  buf.buf[0].fd = fd;
   buf.buf[0].pos = off;
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
@@ -110,7 +140,7 @@ void WriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off,
   (void)ino;
   fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
   out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  out.buf[0].fd = Handle(fi)->fd.get();
+  out.buf[0].fd = Handle(fi)->Get();
   out.buf[0].pos = off;
   ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
   if (n < 0) {
@@ -123,7 +153,7 @@ void WriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off,
 void Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   (void)ino;
   // Closing a duplicate releases POSIX locks the way close(2) would.
-  int dup = ::dup(Handle(fi)->fd.get());
+  int dup = ::dup(Handle(fi)->Get());
   if (dup < 0) {
     fuse_reply_err(req, errno);
     return;
@@ -138,7 +168,7 @@ void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noe
     fuse_reply_err(req, 0);
     return;
   }
-  int fd = Handle(fi)->fd.get();
+  int fd = Handle(fi)->Get();
   int r = datasync != 0 ? ::fdatasync(fd) : ::fsync(fd);
   fuse_reply_err(req, r == 0 ? 0 : errno);
 }
@@ -156,7 +186,7 @@ void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
 void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                fuse_file_info* fi) noexcept {
   (void)ino;
-  int r = ::fallocate(Handle(fi)->fd.get(), mode, offset, length);
+  int r = ::fallocate(Handle(fi)->Get(), mode, offset, length);
   fuse_reply_err(req, r == 0 ? 0 : errno);
 }
 
@@ -166,7 +196,7 @@ void CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_in
   (void)ino_in;
   (void)ino_out;
   loff_t in = off_in, out = off_out;
-  ssize_t n = ::copy_file_range(Handle(fi_in)->fd.get(), &in, Handle(fi_out)->fd.get(), &out, len,
+  ssize_t n = ::copy_file_range(Handle(fi_in)->Get(), &in, Handle(fi_out)->Get(), &out, len,
                                 static_cast<unsigned>(flags));
   if (n < 0) {
     fuse_reply_err(req, errno);
@@ -177,7 +207,7 @@ void CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_in
 
 void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) noexcept {
   (void)ino;
-  off_t r = ::lseek(Handle(fi)->fd.get(), off, whence);
+  off_t r = ::lseek(Handle(fi)->Get(), off, whence);
   if (r < 0) {
     fuse_reply_err(req, errno);
   } else {

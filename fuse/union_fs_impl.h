@@ -28,7 +28,18 @@ namespace lamina::fuse {
 // An open regular file.
 struct FileHandle {
   Node* node = nullptr;  // holds one ref
+  // The backing file. A read-only handle opened on a lower file switches to
+  // the upper copy once the node is copied up (as the kernel overlay does);
+  // `fd` may then change, guarded by `mu`, and replaced fds are kept open
+  // until release so that a read in flight never uses a recycled number.
+  std::mutex mu;
+  std::atomic<int> fd_num{-1};
   Fd fd;
+  std::vector<Fd> retired;
+  bool read_only = false;
+  int flags = 0;
+  uint32_t copy_ups = 0;  // node->copy_ups when `fd` was opened (guarded by mu)
+  int Get() const { return fd_num.load(std::memory_order_acquire); }
 };
 
 // One entry of a merged directory listing.

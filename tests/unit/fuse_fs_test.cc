@@ -723,6 +723,9 @@ TEST_F(FuseFsTest, ReadOnlyOpenSeesCopyUp) {
     char buf[32] = {};
     log.push_back(Rc(static_cast<int>(::pread(ro, buf, 31, 0))) + buf);
     log.push_back(WriteTo(r + "/a", "NEW", O_WRONLY));
+    // Not from the page cache: the read must reach the upper copy.
+    ::sync();
+    std::ofstream("/proc/sys/vm/drop_caches") << "1";
     std::memset(buf, 0, sizeof(buf));
     log.push_back(Rc(static_cast<int>(::pread(ro, buf, 31, 0))) + buf);
     struct stat st{};
