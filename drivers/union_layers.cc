@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <spdlog/spdlog.h>
+
 #include <set>
 #include <utility>
 
@@ -109,6 +111,50 @@ Result<void> RemoveUnmountedLayer(const LayerHome& home, const std::string& id) 
                            "; unmount it before removing it");
   }
   return RemoveTree(dir);
+}
+
+namespace {
+void WarnStale(std::string_view driver, const std::string& id, int count) {
+  spdlog::warn("{}: layer {} had a stale mount count {} (not mounted); repaired", driver, id,
+               count);
+}
+}  // namespace
+
+Result<int> CheckedMountCount(const LayerHome& home, const std::string& id,
+                              std::string_view driver) {
+  LAMINA_CHECK(CheckLayerExists(home, id));
+  auto refs = LAMINA_TRY(MountRefs::Lock(home, id));
+  if (refs.count() == 0) return 0;
+  bool mounted = LAMINA_TRY(IsMountPoint(home.MergedDir(id)));
+  if (!mounted) {
+    WarnStale(driver, id, refs.count());
+    LAMINA_CHECK(refs.Set(0));
+    return 0;
+  }
+  return refs.count();
+}
+
+Result<void> DropMountRef(const LayerHome& home, const std::string& id, std::string_view driver,
+                          const std::function<Result<void>(const std::string& merged)>& unmount) {
+  LAMINA_CHECK(CheckLayerExists(home, id));
+  auto refs = LAMINA_TRY(MountRefs::Lock(home, id));
+  std::string merged = home.MergedDir(id);
+  bool mounted = LAMINA_TRY(IsMountPoint(merged));
+  if (!mounted) {
+    if (refs.count() <= 0) return Fail(EINVAL, "layer " + id + " is not mounted");
+    WarnStale(driver, id, refs.count());
+    return refs.Set(0);
+  }
+  if (refs.count() > 1) return refs.Set(refs.count() - 1);
+  auto unmounted = unmount(merged);
+  if (!unmounted) {
+    if (unmounted.error().code() == EBUSY) {
+      return Fail(EBUSY, "layer " + id + ": " + merged +
+                             " is busy (open files or a process working in it); not unmounted");
+    }
+    return Fail(unmounted.error().Wrap("unmount layer " + id));
+  }
+  return refs.Set(0);
 }
 
 }  // namespace lamina

@@ -6,7 +6,9 @@
 // wraps errors with "<verb> of layer <id>".
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -44,5 +46,19 @@ Result<uint64_t> LayerUsage(const LayerHome& home, const std::string& id);
 // mount-count lock so a concurrent Mount fails cleanly. A missing layer is
 // fine.
 Result<void> RemoveUnmountedLayer(const LayerHome& home, const std::string& id);
+
+// Driver::MountCount for a driver whose mounts are at <id>/merged with a
+// MountRefs count: a count whose mount is gone is repaired to 0 (logged
+// with `driver` as the prefix).
+Result<int> CheckedMountCount(const LayerHome& home, const std::string& id,
+                              std::string_view driver);
+
+// Driver::Unmount's reference counting for the same kind of driver: EINVAL
+// when not mounted (a stale count is repaired instead), one reference
+// dropped when there are more, otherwise `unmount(merged)` is called and
+// the count goes to 0. An EBUSY from `unmount` comes back with a message
+// naming the layer.
+Result<void> DropMountRef(const LayerHome& home, const std::string& id, std::string_view driver,
+                          const std::function<Result<void>(const std::string& merged)>& unmount);
 
 }  // namespace lamina

@@ -292,43 +292,14 @@ Result<std::string> FuseDriver::Mount(const std::string& id, const MountOptions&
 }
 
 Result<void> FuseDriver::Unmount(const std::string& id) {
-  LAMINA_CHECK(ValidateLayerId(id));
-  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
-  auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
-  std::string merged = home_.MergedDir(id);
-  bool mounted = LAMINA_TRY(IsMountPoint(merged));
-  if (!mounted) {
-    if (refs.count() <= 0) return Fail(EINVAL, "layer " + id + " is not mounted");
-    spdlog::warn("fuse: layer {} had a stale mount count {} (not mounted); repaired", id,
-                 refs.count());
-    return refs.Set(0);
-  }
-  if (refs.count() > 1) return refs.Set(refs.count() - 1);
-  // A dead daemon's mount cannot be busy with anything useful: detach it.
-  auto stopped = StopDaemon(merged, /*lazy=*/MountIsDead(merged));
-  if (!stopped) {
-    if (stopped.error().code() == EBUSY) {
-      return Fail(EBUSY, "layer " + id + ": " + merged +
-                             " is busy (open files or a process working in it); not unmounted");
-    }
-    return Fail(stopped.error().Wrap("unmount layer " + id));
-  }
-  return refs.Set(0);
+  return DropMountRef(home_, id, "fuse", [&](const std::string& merged) {
+    // A dead daemon's mount cannot be busy with anything useful: detach it.
+    return StopDaemon(merged, /*lazy=*/MountIsDead(merged));
+  });
 }
 
 Result<int> FuseDriver::MountCount(const std::string& id) const {
-  LAMINA_CHECK(ValidateLayerId(id));
-  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
-  auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
-  if (refs.count() == 0) return 0;
-  bool mounted = LAMINA_TRY(IsMountPoint(home_.MergedDir(id)));
-  if (!mounted) {
-    spdlog::warn("fuse: layer {} had a stale mount count {} (not mounted); repaired", id,
-                 refs.count());
-    LAMINA_CHECK(refs.Set(0));
-    return 0;
-  }
-  return refs.count();
+  return CheckedMountCount(home_, id, "fuse");
 }
 
 ProbeResult FuseDriver::Probe(const HostFacts& host) {
