@@ -24,6 +24,8 @@ std::string DefaultRoot();
 // CommandError (caught in main, printed as "lamina: message", exit status).
 void AddInfoCommand(CLI::App& app, GlobalOptions& global);
 void AddLayerCommands(CLI::App& app, GlobalOptions& global);
+void AddImageCommands(CLI::App& app, GlobalOptions& global);
+void AddRunCommands(CLI::App& app, GlobalOptions& global);
 
 // The error a subcommand reports: printed as "lamina: <message>", exits with `status`.
 class CommandError : public std::runtime_error {

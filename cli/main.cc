@@ -93,6 +93,8 @@ int main(int argc, char** argv) {
 
   lamina::cli::AddInfoCommand(app, global);
   lamina::cli::AddLayerCommands(app, global);
+  lamina::cli::AddImageCommands(app, global);
+  lamina::cli::AddRunCommands(app, global);
 
   // Defaults and logging are settled after parsing, before any subcommand runs.
   app.parse_complete_callback([&] {

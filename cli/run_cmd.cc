@@ -1,0 +1,353 @@
+// `lamina run`, `lamina ps`, `lamina rm`, `lamina commit`: containers on the
+// store's layers (the runtime half of the launcher; see launcher/container.h).
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <string>
+#include <vector>
+
+#include "cli/cli.h"
+#include "common/fd.h"
+#include "common/fs.h"
+#include "common/scope_guard.h"
+#include "launcher/cgroups.h"
+#include "launcher/container.h"
+#include "launcher/spec.h"
+#include "store/containers.h"
+#include "store/images.h"
+#include "store/metadata.h"
+#include "store/store.h"
+
+namespace lamina::cli {
+
+namespace {
+
+// Runtime errors exit 125 (as docker and podman do), so that they never
+// look like the command's own status.
+constexpr int kRunError = 125;
+
+template <class T>
+T OrThrow(Result<T> result, int status = 1) {
+  if (!result) throw CommandError(store::Describe(result.error()), status);
+  if constexpr (!std::is_void_v<T>) return std::move(*result);
+}
+
+std::unique_ptr<store::Store> OpenStore(const GlobalOptions& global, int status = 1) {
+  store::OpenOptions options;
+  options.root = global.root;
+  options.driver = global.driver;
+  return OrThrow(store::Store::Open(options), status);
+}
+
+// Cleans what killed launchers left behind (see store/containers.h).
+void CleanStale(store::Store& store) {
+  store::ContainerStore containers(store);
+  auto cleaned = containers.CleanStale(
+      [](const std::vector<std::string>& dirs) { launcher::RemoveCgroupDirs(dirs); });
+  if (cleaned && !cleaned->empty()) {
+    spdlog::info("cleaned {} container(s) left by killed launchers", cleaned->size());
+  }
+}
+
+struct RunArgs {
+  std::string image;
+  std::vector<std::string> command;
+  std::string name;
+  std::string memory, cpus, hostname, net = "none", workdir, user;
+  uint64_t pids = 0;
+  std::vector<std::string> env, volumes;
+  bool tty = false, read_only = false, userns = false;
+};
+
+// The whole run; returns the exit status. Every step is undone by a guard
+// on every path (the launcher's own errors throw CommandError).
+int RunContainer(GlobalOptions& global, const RunArgs& args) {
+  launcher::ContainerSpec spec;
+  // Options first: a usage error must not cost a layer.
+  if (!args.memory.empty()) spec.limits.memory_bytes = OrThrow(launcher::ParseMemory(args.memory), 2);
+  if (!args.cpus.empty()) spec.limits.cpus = OrThrow(launcher::ParseCpus(args.cpus), 2);
+  if (args.pids > 0) spec.limits.pids = args.pids;
+  spec.net = OrThrow(launcher::ParseNet(args.net), 2);
+  for (const auto& v : args.volumes) spec.volumes.push_back(OrThrow(launcher::ParseVolume(v), 2));
+  if (!args.name.empty()) OrThrow(store::ValidateContainerName(args.name), 2);
+  if (!args.hostname.empty() && args.hostname.size() > 64) {
+    throw CommandError("--hostname: at most 64 characters", 2);
+  }
+  spec.hostname = args.hostname;
+  spec.read_only = args.read_only;
+  spec.tty = args.tty;
+  spec.user_namespace = ::geteuid() != 0 || args.userns;
+
+  auto store = OpenStore(global, kRunError);
+  CleanStale(*store);
+  store::ContainerStore containers(*store);
+  store::Image image = OrThrow(store::ImageStore(*store).Get(args.image), kRunError);
+  if (image.layers.empty()) throw CommandError("image " + args.image + " has no layers", kRunError);
+
+  const auto& config = image.config;
+  spec.argv = config.entrypoint;
+  if (!args.command.empty()) {
+    spec.argv.insert(spec.argv.end(), args.command.begin(), args.command.end());
+  } else {
+    spec.argv.insert(spec.argv.end(), config.cmd.begin(), config.cmd.end());
+  }
+  if (spec.argv.empty()) spec.argv = {"sh"};
+  if (spec.hostname.empty()) spec.hostname = config.hostname;
+
+  // The container's layer, and its record (which marks it for the cleanup
+  // of a killed launcher).
+  std::string layer = OrThrow(store->CreateLayer(image.layers.back(), /*writable=*/true), kRunError);
+  spec.id = layer;
+  bool keep = !args.name.empty();
+  auto remove_layer = Defer([&] {
+    auto removed = store->RemoveLayer(layer);
+    if (!removed) std::cerr << "lamina: " << store::Describe(removed.error()) << "\n";
+  });
+  store::ContainerRecord record;
+  record.id = layer;
+  record.name = args.name;
+  record.image = args.image;
+  record.image_layers = image.layers;
+  record.layer = layer;
+  record.command = spec.argv;
+  record.created = store::NowRfc3339();
+  record.state = "created";
+  record.launcher_pid = ::getpid();
+  store::ContainerLock lock = OrThrow(containers.Create(record), kRunError);
+  auto remove_record = Defer([&] { (void)containers.Delete(record.id); });
+
+  record.mounted = true;  // recorded before the mount: a crash in between is harmless
+  OrThrow(containers.Update(record), kRunError);
+  spec.rootfs = OrThrow(store->Mount(layer), kRunError);
+  auto unmount = Defer([&] {
+    auto unmounted = store->Unmount(layer);
+    if (!unmounted) std::cerr << "lamina: " << store::Describe(unmounted.error()) << "\n";
+  });
+
+  // User, environment and working directory: the image's, overridden.
+  {
+    Fd root = OrThrow(OpenDirPath(spec.rootfs), kRunError);
+    std::string user = args.user.empty() ? config.user : args.user;
+    auto resolved = OrThrow(launcher::ResolveUser(root.get(), user), kRunError);
+    spec.uid = resolved.uid;
+    spec.gid = resolved.gid;
+    spec.groups = resolved.groups;
+    spec.env = launcher::MergeEnv(config.env, args.env, resolved.home);
+    if (spec.tty) spec.env = launcher::MergeEnv(spec.env, {"TERM=xterm"}, resolved.home);
+  }
+  spec.cwd = !args.workdir.empty() ? args.workdir
+             : config.working_dir.empty() ? "/"
+                                          : config.working_dir;
+  if (spec.cwd.empty() || spec.cwd[0] != '/') {
+    throw CommandError("--workdir must be an absolute path", 2);
+  }
+
+  launcher::RunCallbacks callbacks;
+  callbacks.started = [&](pid_t pid, const std::vector<std::string>& cgroups) {
+    record.state = "running";
+    record.pid = pid;
+    record.cgroups = cgroups;
+    (void)containers.Update(record);
+  };
+  auto ran = launcher::Run(spec, callbacks);
+  if (!ran) throw CommandError(ran.error().message(), kRunError);
+
+  unmount.Dismiss();
+  auto unmounted = store->Unmount(layer);
+  if (!unmounted) std::cerr << "lamina: " << store::Describe(unmounted.error()) << "\n";
+  record.mounted = !unmounted;
+  record.cgroups.clear();
+  if (keep) {
+    record.state = "exited";
+    record.exit_status = ran->status;
+    record.finished = store::NowRfc3339();
+    (void)containers.Update(record);
+    remove_layer.Dismiss();
+    remove_record.Dismiss();
+  } else if (!unmounted) {
+    // Left mounted: the next lamina cleans it.
+    remove_layer.Dismiss();
+    remove_record.Dismiss();
+    record.state = "exited";
+    record.name.clear();
+    (void)containers.Update(record);
+  }
+  if (!ran->message.empty()) std::cerr << "lamina: " << ran->message << "\n";
+  return ran->status;
+}
+
+void AddRun(CLI::App& app, GlobalOptions& global, RunArgs& args) {
+  CLI::App* cmd = app.add_subcommand("run", "run a command in a new container on an image");
+  cmd->add_option("--driver", global.driver, "storage driver (overlay, fuse, vfs)");
+  cmd->add_option("--name", args.name, "keep the container under this name after it ends");
+  cmd->add_option("-m,--memory", args.memory, "memory limit (64m, 1g, bytes)");
+  cmd->add_option("--cpus", args.cpus, "CPU limit (0.5, 2)");
+  cmd->add_option("--pids", args.pids, "limit of processes and threads");
+  cmd->add_option("--hostname", args.hostname, "the container's hostname");
+  cmd->add_option("--net", args.net, "network: none (loopback only, default) or host");
+  cmd->add_option("-e,--env", args.env, "KEY=value (or KEY: take it from here)")->allow_extra_args(false);
+  cmd->add_option("-w,--workdir", args.workdir, "working directory in the container");
+  cmd->add_option("-u,--user", args.user, "user[:group] as name or number");
+  cmd->add_option("-v,--volume", args.volumes, "HOST:CONTAINER[:ro] bind mount")
+      ->allow_extra_args(false);
+  cmd->add_flag("-t,--tty", args.tty, "give the command a terminal");
+  cmd->add_flag("--read-only", args.read_only, "mount the container's root read-only");
+  cmd->add_flag("--userns", args.userns, "a user namespace also as root (always when rootless)");
+  cmd->add_option("IMAGE", args.image, "image name (busybox is built in)")->required();
+  // Everything after IMAGE is the command and its arguments (default: the
+  // image's), flags included.
+  cmd->prefix_command();
+  cmd->footer("IMAGE may be followed by the command and its arguments.");
+  cmd->callback([&global, &args, cmd] {
+    for (const auto& extra : cmd->remaining()) args.command.push_back(extra);
+    int status = RunContainer(global, args);
+    std::cout.flush();
+    std::exit(status);
+  });
+}
+
+std::string StatusText(const store::ContainerRecord& r, bool running) {
+  if (running) return "running";
+  if (r.state == "exited") {
+    return r.exit_status < 0 ? "exited (unknown)" : "exited (" + std::to_string(r.exit_status) + ")";
+  }
+  return r.state;
+}
+
+void AddPs(CLI::App& app, GlobalOptions& global) {
+  CLI::App* cmd = app.add_subcommand("ps", "list containers (kept and running)");
+  cmd->add_flag("--json", global.json, "print JSON for programs");
+  cmd->callback([&global] {
+    auto store = OpenStore(global);
+    CleanStale(*store);
+    store::ContainerStore containers(*store);
+    auto records = OrThrow(containers.List());
+    if (global.json) {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& r : records) {
+        auto j = nlohmann::json::parse(store::FormatContainerRecord(r));
+        j["running"] = containers.Running(r.id);
+        out.push_back(j);
+      }
+      std::cout << out.dump(2) << "\n";
+      return;
+    }
+    std::vector<std::vector<std::string>> rows = {{"NAME", "ID", "IMAGE", "STATUS", "CREATED", "COMMAND"}};
+    for (const auto& r : records) {
+      std::string command;
+      for (const auto& a : r.command) command += (command.empty() ? "" : " ") + a;
+      rows.push_back({r.name.empty() ? "-" : r.name, r.id.substr(0, 12), r.image,
+                      StatusText(r, containers.Running(r.id)), r.created.substr(0, 19) + "Z",
+                      command});
+    }
+    std::vector<size_t> widths(rows[0].size(), 0);
+    for (const auto& row : rows) {
+      for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    }
+    for (const auto& row : rows) {
+      std::string line;
+      for (size_t i = 0; i < row.size(); ++i) {
+        line += row[i];
+        if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+      }
+      std::cout << line << "\n";
+    }
+  });
+}
+
+void AddRm(CLI::App& app, GlobalOptions& global, std::vector<std::string>& names) {
+  CLI::App* cmd = app.add_subcommand("rm", "remove kept containers and their layers");
+  cmd->add_option("NAME", names, "container names or ids")->required();
+  cmd->callback([&global, &names] {
+    auto store = OpenStore(global);
+    CleanStale(*store);
+    store::ContainerStore containers(*store);
+    std::string last_error;
+    auto report = [&](const std::string& message) {
+      if (!last_error.empty()) std::cerr << "lamina: " << last_error << "\n";
+      last_error = message;
+    };
+    for (const auto& name : names) {
+      auto record = containers.Find(name);
+      if (!record) {
+        report(store::Describe(record.error()));
+        continue;
+      }
+      if (containers.Running(record->id)) {
+        report("container " + name + " is running");
+        continue;
+      }
+      if (record->mounted) {
+        if (auto count = store->MountCount(record->layer); count && *count > 0) {
+          (void)store->Unmount(record->layer);
+        }
+      }
+      auto removed = store->RemoveLayer(record->layer);
+      if (!removed && removed.error().code() != ENOENT) {
+        report(store::Describe(removed.error()));
+        continue;
+      }
+      auto deleted = containers.Delete(record->id);
+      if (!deleted) report(deleted.error().message());
+    }
+    if (!last_error.empty()) throw CommandError(last_error);
+  });
+}
+
+void AddCommit(CLI::App& app, GlobalOptions& global, std::vector<std::string>& args) {
+  CLI::App* cmd = app.add_subcommand("commit", "make a kept container's changes a new image");
+  cmd->add_option("NAME", args, "container name, then the new image's name")
+      ->required()
+      ->expected(2);
+  cmd->callback([&global, &args] {
+    const std::string& name = args[0];
+    const std::string& image_name = args[1];
+    auto store = OpenStore(global);
+    CleanStale(*store);
+    store::ContainerStore containers(*store);
+    auto record = OrThrow(containers.Find(name));
+    if (containers.Running(record.id)) throw CommandError("container " + name + " is running");
+    if (record.image_layers.empty()) throw CommandError("container " + name + " has no image");
+
+    // The container layer's diff, applied as a read-only layer on the same parent.
+    std::string tar = store->root() + "/containers/" + record.id + "/commit.tar";
+    auto remove_tar = Defer([&] { ::unlink(tar.c_str()); });
+    {
+      Fd out = OrThrow(Open(tar, O_RDWR | O_CREAT | O_TRUNC, 0600));
+      OrThrow(store->Diff(record.layer, out.get()));
+    }
+    Fd in = OrThrow(Open(tar, O_RDONLY));
+    store::LayerInfo layer = OrThrow(store->ApplyLayer(record.image_layers.back(), in.get()));
+    auto remove_new = Defer([&] { (void)store->RemoveLayer(layer.id); });
+
+    store::ImageStore images(*store);
+    store::Image image;
+    if (auto base = images.Get(record.image)) image.config = base->config;
+    image.name = image_name;
+    image.layers = record.image_layers;
+    image.layers.push_back(layer.id);
+    image.created = store::NowRfc3339();
+    OrThrow(images.Put(image));
+    remove_new.Dismiss();
+    std::cout << layer.id << "\n";
+  });
+}
+
+}  // namespace
+
+void AddRunCommands(CLI::App& app, GlobalOptions& global) {
+  static RunArgs run_args;
+  static std::vector<std::string> rm_names, commit_args;
+  AddRun(app, global, run_args);
+  AddPs(app, global);
+  AddRm(app, global, rm_names);
+  AddCommit(app, global, commit_args);
+}
+
+}  // namespace lamina::cli
