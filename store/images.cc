@@ -261,7 +261,7 @@ void ImageStore::RemoveUnusedLayers(const std::vector<std::string>& layers) {
     if (!removed && removed.error().code() != ENOENT) {
       // A container layer on it, a mount, another process: it stays, and so
       // do the layers below it.
-      spdlog::info("keeping layer {}: {}", *it, Describe(removed.error()));
+      spdlog::debug("keeping layer {}: {}", *it, Describe(removed.error()));
       return;
     }
   }
