@@ -13,6 +13,7 @@
 
 #include "common/fs.h"
 #include "common/hash.h"
+#include "store/image_oci.h"
 #include "tests/support/tar_builder.h"
 #include "tests/support/test_util.h"
 #include "tests/support/tree_compare.h"
@@ -327,6 +328,74 @@ TEST_P(ImageCli, ImportRootfsTarballs) {
   CommandResult bad = Lamina({"image", "import", "--name", "Bad Name", dir_.Sub("plain.tar")});
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.err.find("image name"), std::string::npos) << bad.err;
+}
+
+// Docker 25+ saves an OCI layout and a manifest.json whose paths are blobs.
+TEST_P(ImageCli, ImportDockerArchiveWithBlobPaths) {
+  std::vector<std::string> tars = {BaseTar(), MiddleTar()};
+  auto archive = [&](bool tamper) {
+    TarBuilder tar;
+    tar.File("oci-layout", R"({"imageLayoutVersion": "1.0.0"})").File("index.json", "{}");
+    tar.Dir("blobs").Dir("blobs/sha256");
+    json layers = json::array();
+    for (size_t i = 0; i < tars.size(); ++i) {
+      std::string path = "blobs/sha256/" + Sha256Hex(tars[i]);
+      tar.File(path, tamper && i == 1 ? MiddleTar() + "x" : tars[i]);
+      layers.push_back(path);
+    }
+    std::string config = ImageConfigJson(tars).dump();
+    tar.File("blobs/sha256/" + Sha256Hex(config), config);
+    json manifest = json::array({{{"Config", "blobs/sha256/" + Sha256Hex(config)},
+                                  {"RepoTags", {"new:1"}},
+                                  {"Layers", layers}}});
+    tar.File("manifest.json", manifest.dump());
+    return tar.Finish();
+  };
+  test::WriteTarFile(dir_.Sub("new.tar"), archive(false));
+  EXPECT_EQ(Trim(Ok({"image", "import", dir_.Sub("new.tar")})), "new:1");
+  EXPECT_EQ(Inspect("new:1")["source"], "docker-archive");
+  Ok({"image", "rm", "new:1"});
+  test::WriteTarFile(dir_.Sub("tampered.tar"), archive(true));
+  FailsWith({"image", "import", dir_.Sub("tampered.tar")}, "tampered");
+}
+
+// A multi-platform image: index.json → image index → this host's manifest.
+TEST_P(ImageCli, ImportPicksThisPlatformFromAnIndex) {
+  std::string layout = dir_.Sub("multi");
+  OciLayout oci = MakeOciLayout(layout, {BaseTar()}, {TarCompression::kGzip}, "");
+  json top = json::parse(test::ReadFileOrDie(layout + "/index.json"));
+  json mine = top["manifests"][0];
+  mine["platform"] = {{"os", "linux"}, {"architecture", store::oci::HostArchitecture()}};
+  json other = {{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                {"digest", Digest("not here")},
+                {"size", 8},
+                {"platform", {{"os", "linux"}, {"architecture", "elsewhere"}}}};
+  std::string nested = json{{"schemaVersion", 2},
+                            {"mediaType", "application/vnd.oci.image.index.v1+json"},
+                            {"manifests", {other, mine}}}
+                           .dump();
+  std::string nested_digest = WriteBlob(layout, nested);
+  json entry = {{"mediaType", "application/vnd.oci.image.index.v1+json"},
+                {"digest", nested_digest},
+                {"size", nested.size()},
+                {"annotations", {{"io.containerd.image.name", "docker.io/library/multi:2"}}}};
+  test::WriteFile(layout + "/index.json",
+                  json{{"schemaVersion", 2}, {"manifests", {entry}}}.dump());
+  EXPECT_EQ(Trim(Ok({"image", "import", layout})), "docker.io/library/multi:2");
+  EXPECT_EQ(Inspect("docker.io/library/multi:2")["manifest_digest"], oci.manifest_digest);
+
+  // Without this platform: a clear refusal.
+  nested = json{{"schemaVersion", 2}, {"manifests", {other}}}.dump();
+  entry["digest"] = WriteBlob(layout, nested);
+  entry["size"] = nested.size();
+  test::WriteFile(layout + "/index.json",
+                  json{{"schemaVersion", 2}, {"manifests", {entry}}}.dump());
+  size_t before = json::parse(Ok({"layer", "ls", "--json"})).size();
+  CommandResult r = Lamina({"image", "import", "--name", "m2", layout});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("no linux/" + store::oci::HostArchitecture() + " image"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(json::parse(Ok({"layer", "ls", "--json"})).size(), before);
 }
 
 TEST_P(ImageCli, LsInspectRm) {
