@@ -218,7 +218,7 @@ Result<Cgroup> Cgroup::CreateImpl(const CgroupLayout& layout, const std::string&
   auto no_delegation = [&](const std::string& what, const Error& e) {
     if (::geteuid() != 0 && (e.code() == EACCES || e.code() == EPERM || e.code() == EROFS)) {
       return Error(e.code(), what + " needs a delegated cgroup; not available for this user (" +
-                                 e.message() + ")");
+                                 e.context() + ")");
     }
     return e.Wrap(what);
   };
