@@ -113,8 +113,13 @@ Result<std::unique_ptr<struct archive, ArchiveReadFree>> OpenTar(const std::stri
   archive_read_support_filter_all(a.get());
   archive_read_support_format_tar(a.get());
   if (archive_read_open_filename(a.get(), file.c_str(), 1 << 16) != ARCHIVE_OK) {
-    int code = archive_errno(a.get()) > 0 ? archive_errno(a.get()) : EINVAL;
-    return Fail(code, file + ": " + archive_error_string(a.get()));
+    int code = archive_errno(a.get());
+    const char* why = archive_error_string(a.get());
+    if (code == ENOENT || code == EACCES || code == EPERM || code == EISDIR) {
+      return Fail(code, file);
+    }
+    return Fail(EINVAL, file + ": not a tar archive (plain, gzip, zstd, ...)" +
+                            (why ? std::string(": ") + why : ""));
   }
   return a;
 }
