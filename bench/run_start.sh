@@ -60,10 +60,18 @@ if command -v crun >/dev/null; then
   "$LAMINA" --root "$root" layer umount "$layer"
   "$LAMINA" --root "$root" layer rm "$layer"
   (cd "$bundle" && crun spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"true"/' config.json)
+  # crun refuses a hybrid host ("cgroups in hybrid mode not supported") even
+  # with cgroups disabled; in a mount namespace without the (empty) unified
+  # hierarchy it runs. The wrapper's own cost is measured and shown beside it.
   n=0
-  crun_once() { n=$((n + 1)); crun --cgroup-manager=disabled run --bundle "$bundle" "bench-$$-$n"; }
+  crun_once() {
+    n=$((n + 1))
+    unshare -m sh -c "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun --cgroup-manager=disabled run --bundle '$bundle' bench-$$-$n"
+  }
+  wrapper_once() { unshare -m sh -c "umount /sys/fs/cgroup/unified 2>/dev/null; exec true"; }
   if crun_once >/dev/null 2>"$WORK/err"; then
-    printf '%-22s %10s\n' "crun (disabled cgroups)" "$(time_runs crun_once)"
+    printf '%-22s %10s\n' "crun (no cgroups)" "$(time_runs crun_once)"
+    printf '%-22s %10s\n' "  of which unshare+sh" "$(time_runs wrapper_once)"
   else
     printf '%-22s %10s  (%s)\n' "crun" "-" "$(tail -1 "$WORK/err")"
   fi
