@@ -3,6 +3,22 @@
 // The lamina-fuse union filesystem: a libfuse3 low-level filesystem whose
 // semantics follow kernel overlayfs (see DESIGN.md, "fuse").
 //
+// What it adds to the shared on-disk format (DESIGN.md), all hidden from
+// users and ignored by the kernel overlay:
+//   <ns>.overlay.lamina.origin = "dev:ino" on copied-up objects: the lower
+//       origin, so st_ino stays the same across copy-up and remount.
+//   work/index/<dev>-<ino>: a hard link to the upper copy of a lower file
+//       that had several names (kernel index=on), so the inode is copied up
+//       once; <ns>.overlay.lamina.lower on it counts lower names not yet up.
+//   work/work/#lamina-*: copy-ups and removals in progress; Create() removes
+//       leftovers.
+// <ns> is "trusted" when a trial setxattr in the workdir works, else "user";
+// readers accept both, plus .wh.NAME whiteouts, .wh..wh..opq and
+// user.fuseoverlayfs.opaque. Users may set "<ns>.overlay.X" xattrs; they are
+// stored escaped as "<ns>.overlay.overlay.X", as the kernel overlay does.
+// Differences from the kernel overlay: names starting with ".wh." cannot be
+// created (EINVAL) and are never shown.
+//
 // Lifetime: Create() opens the layers and checks them; the caller (the
 // lamina-fuse main) makes the fuse session with Ops() and `this` as
 // userdata, mounts, runs the loop, and destroys the object after the
