@@ -120,7 +120,17 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
   record.state = "created";
   record.launcher_pid = ::getpid();
   store::ContainerLock lock = OrThrow(containers.Create(record), kRunError);
-  auto remove_record = Defer([&] { (void)containers.Delete(record.id); });
+  // The layer goes before its record: a crash in between leaves a record
+  // that the next cleanup finishes, never a layer nobody knows.
+  remove_layer.Dismiss();
+  auto remove_both = Defer([&] {
+    auto removed = store->RemoveLayer(layer);
+    if (!removed) {
+      std::cerr << "lamina: " << store::Describe(removed.error()) << "\n";
+      return;
+    }
+    (void)containers.Delete(record.id);
+  });
 
   record.mounted = true;  // recorded before the mount: a crash in between is harmless
   OrThrow(containers.Update(record), kRunError);
@@ -168,14 +178,11 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
     record.exit_status = ran->status;
     record.finished = store::NowRfc3339();
     (void)containers.Update(record);
-    remove_layer.Dismiss();
-    remove_record.Dismiss();
+    remove_both.Dismiss();
   } else if (!unmounted) {
-    // Left mounted: the next lamina cleans it.
-    remove_layer.Dismiss();
-    remove_record.Dismiss();
-    record.state = "exited";
-    record.name.clear();
+    // Still mounted: the record stays "running" with its lock about to go,
+    // so the next lamina's cleanup unmounts and removes it.
+    remove_both.Dismiss();
     (void)containers.Update(record);
   }
   if (!ran->message.empty()) std::cerr << "lamina: " << ran->message << "\n";
