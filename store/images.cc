@@ -142,7 +142,28 @@ Result<Image> ParseImage(std::string_view text) {
 
 Result<StoreLock> ImageStore::LockImages() {
   LAMINA_CHECK(MakeDirs(ImagesDir(), 0700));
-  return StoreLock::Acquire(ImagesDir() + "/.lock", LockMode::kExclusive);
+  auto lock = LAMINA_TRY(StoreLock::Acquire(ImagesDir() + "/.lock", LockMode::kExclusive));
+  // A journal found while we hold the lock was left by a process that died
+  // in the middle of Create: its layers are not part of any image.
+  std::string journal = JournalPath();
+  if (PathExists(journal)) {
+    auto text = ReadFile(journal);
+    nlohmann::json j = text ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+    if (j.is_object() && j.contains("layers") && j["layers"].is_array()) {
+      std::vector<std::string> ids;
+      for (const auto& id : j["layers"]) {
+        if (id.is_string()) ids.push_back(id.get<std::string>());
+      }
+      spdlog::info("removing {} layer(s) of an interrupted image import", ids.size());
+      RemoveUnusedLayers(ids);
+    }
+    ::unlink(journal.c_str());
+  }
+  return lock;
+}
+
+Result<void> ImageStore::WriteJournal(const std::vector<std::string>& layers) {
+  return WriteFileAtomic(JournalPath(), nlohmann::json{{"layers", layers}}.dump() + "\n", 0600);
 }
 
 Result<std::optional<Image>> ImageStore::ReadRecord(const std::string& normalized) {
@@ -283,11 +304,15 @@ Result<CreateReport> ImageStore::CreateLocked(Image image, const std::vector<Lay
   if (old && !options.replace) return Fail(EEXIST, "image " + image.name);
 
   CreateReport report;
+  // The journal lists every layer this Create may make before it is made,
+  // so that a crash leaves nothing the next LockImages does not clean up.
+  std::vector<std::string> journal;
   auto undo = Defer([&] {
     for (auto it = report.applied.rbegin(); it != report.applied.rend(); ++it) {
       auto removed = store_.RemoveLayer(*it);
       if (!removed) spdlog::warn("layer {}: {}", *it, removed.error().message());
     }
+    ::unlink(JournalPath().c_str());
   });
   // A ready, read-only layer on `parent` with `diff_id`, other than `except`.
   auto find_shared = [&](const std::string& parent, const std::string& diff_id,
@@ -317,7 +342,9 @@ Result<CreateReport> ImageStore::CreateLocked(Image image, const std::vector<Lay
     }
     auto fd = source.open();
     if (!fd) return Fail(fd.error().Wrap(what));
-    auto applied = store_.ApplyLayer(parent, fd->get());
+    journal.push_back(RandomId());
+    LAMINA_CHECK(WriteJournal(journal));
+    auto applied = store_.ApplyLayer(parent, fd->get(), journal.back());
     if (!applied) return Fail(applied.error().Wrap(what));
     report.applied.push_back(applied->id);
     if (!source.diff_id.empty() && applied->diff_id != source.diff_id) {
@@ -340,6 +367,7 @@ Result<CreateReport> ImageStore::CreateLocked(Image image, const std::vector<Lay
   if (image.created.empty()) image.created = NowRfc3339();
   LAMINA_CHECK(WriteRecord(image));
   undo.Dismiss();
+  ::unlink(JournalPath().c_str());
   if (old) {
     // Only a tail of the old chain can be unused now; RemoveUnusedLayers
     // stops at the first layer an image still uses.

@@ -14,6 +14,11 @@
 // List take no lock (records are replaced atomically), so they may be
 // called while the caller holds the store lock — except Get("busybox") on
 // its first use, which builds the image.
+//
+// Crash safety: Create names each layer it is about to apply in
+// <root>/images/.journal.json before applying it; the next process that
+// takes the images lock removes the journal's layers that no image uses, so
+// a killed import leaves nothing behind for long.
 
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -129,8 +134,11 @@ class ImageStore {
   std::string RecordPath(const std::string& normalized) const {
     return ImagesDir() + "/" + ImageFileName(normalized);
   }
-  // <root>/images/.lock, exclusive.
+  // <root>/images/.lock, exclusive; cleans up after an interrupted Create.
   Result<StoreLock> LockImages();
+  // <root>/images/.journal.json: {"layers": [ids]} of the Create under way.
+  std::string JournalPath() const { return ImagesDir() + "/.journal.json"; }
+  Result<void> WriteJournal(const std::vector<std::string>& layers);
   // Helpers for callers holding the images lock (not the store lock).
   Result<std::optional<Image>> ReadRecord(const std::string& normalized);
   Result<void> WriteRecord(const Image& image);

@@ -4,7 +4,9 @@
 // and umoci reading an export back when they are installed.
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -583,6 +585,56 @@ TEST_P(ImageCli, HostileDockerArchives) {
   test::WriteTarFile(dir_.Sub("swapped.tar"), MakeDockerArchive(tars, {"x:1"}, swapped));
   FailsWith({"image", "import", dir_.Sub("swapped.tar")}, "DiffID");
   EXPECT_EQ(json::parse(Ok({"image", "ls", "--json"})).size(), 0u);
+}
+
+TEST_P(ImageCli, KilledImportLeavesNoLayersBehind) {
+  // Three big layers, so that the import is still applying when killed.
+  std::vector<std::string> tars;
+  for (char c : {'a', 'b', 'c'}) {
+    TarBuilder tar;
+    tar.File(std::string(1, c), std::string(size_t{48} << 20, c));
+    tars.push_back(tar.Finish());
+  }
+  test::WriteTarFile(dir_.Sub("big.tar"), MakeDockerArchive(tars, {"big:1"}));
+  tars.clear();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    std::string lamina = test::LaminaBinary(), root = Root(), driver = GetParam(),
+                archive = dir_.Sub("big.tar");
+    ::execl(lamina.c_str(), "lamina", "--root", root.c_str(), "--driver", driver.c_str(), "image",
+            "import", archive.c_str(), nullptr);
+    ::_exit(127);
+  }
+  // Wait until the journal names the second layer: the first one is ready.
+  std::string journal = Root() + "/images/.journal.json";
+  bool caught = false;
+  for (int i = 0; i < 6000 && !caught; ++i) {
+    if (auto text = ReadFile(journal)) {
+      json j = json::parse(*text, nullptr, false);
+      caught = !j.is_discarded() && j["layers"].size() >= 2;
+    }
+    if (!caught) {
+      int status;
+      if (::waitpid(pid, &status, WNOHANG) == pid) break;
+      ::usleep(5000);
+    }
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  if (!caught) GTEST_SKIP() << "the import finished before it could be killed";
+  EXPECT_GE(json::parse(Ok({"layer", "ls", "--json"})).size(), 1u) << "a ready orphan layer";
+  // The next image operation cleans up.
+  TarBuilder small;
+  small.File("x", "x");
+  test::WriteTarFile(dir_.Sub("small.tar"), small.Finish());
+  Ok({"image", "import", dir_.Sub("small.tar")});
+  EXPECT_EQ(json::parse(Ok({"layer", "ls", "--json"})).size(), 1u);
+  EXPECT_FALSE(PathExists(journal));
+  EXPECT_EQ(json::parse(Ok({"image", "ls", "--json"})).size(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Drivers, ImageCli, ::testing::Values("vfs", "overlay"),
