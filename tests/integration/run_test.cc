@@ -400,6 +400,39 @@ TEST_P(RunTest, EnvWorkdirUserReadOnlyAndCapabilities) {
   EXPECT_EQ(bad.status, 2) << Describe(bad);
 }
 
+TEST_P(RunTest, UserNamespaceOnRequestForRoot) {
+  CommandResult r = Sh("cat /proc/self/uid_map; id -u; touch /x && echo wrote", {"--userns"});
+  ASSERT_EQ(r.status, 0) << Describe(r);
+  auto lines = Lines(r.out);
+  ASSERT_GE(lines.size(), 3u) << r.out;
+  // Not the initial namespace's identity map of all 2^32 ids.
+  EXPECT_EQ(r.out.find("4294967295"), std::string::npos) << r.out;
+  EXPECT_EQ(lines[lines.size() - 2], "0");
+  EXPECT_EQ(lines.back(), "wrote");
+}
+
+TEST_P(RunTest, NamesAreUniqueAndARunningContainerIsNotCommitted) {
+  ASSERT_EQ(Sh("true", {"--name", "one"}).status, 0);
+  size_t layers = Layers().size();
+  CommandResult again = Sh("true", {"--name", "one"});
+  EXPECT_EQ(again.status, 125) << Describe(again);
+  EXPECT_NE(again.err.find("name is taken"), std::string::npos) << again.err;
+  EXPECT_EQ(Layers().size(), layers);  // the refused run left no layer
+  EXPECT_EQ(Sh("true", {"--name", "bad/name"}).status, 2);
+  Background bg(Argv({"run", "--name", "busy", "busybox", "sh", "-c", "echo ready; sleep 30"}));
+  ASSERT_TRUE(bg.WaitFor("ready")) << bg.output();
+  CommandResult commit = Lamina({"commit", "busy", "img"});
+  EXPECT_NE(commit.status, 0);
+  EXPECT_NE(commit.err.find("running"), std::string::npos) << commit.err;
+  CommandResult rm = Lamina({"rm", "busy"});
+  EXPECT_NE(rm.status, 0);
+  ::kill(bg.pid(), SIGTERM);  // forwarded; sh as PID 1 has no handler: SIGKILL ends it
+  ::kill(bg.pid(), SIGKILL);
+  bg.Wait();
+  EXPECT_EQ(Lamina({"rm", "one", "busy"}).status, 0) << Lamina({"ps"}).out;
+  EXPECT_EQ(Lamina({"ps", "--json"}).out, "[]\n");
+}
+
 TEST_P(RunTest, TerminalWithDashT) {
   int master = -1;
   pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
