@@ -187,8 +187,9 @@ void AddRemove(CLI::App& image, GlobalOptions& global, ImageArgs& args) {
 
 void AddExport(CLI::App& image, GlobalOptions& global, ImageArgs& args) {
   CLI::App* cmd = image.add_subcommand(
-      "export", "write an image as an OCI image layout (new, empty or existing directory); "
-                "prints the manifest digest");
+      "export",
+      "write an image as an OCI image layout (new, empty or existing directory); "
+      "prints the manifest digest");
   cmd->add_option("--ref", args.ref, "ref.name in index.json (default: the name's tag)");
   cmd->add_option("NAME", args.name, "image name")->required();
   cmd->add_option("DIR", args.dir, "the layout directory")->required();
@@ -212,8 +213,9 @@ void AddExport(CLI::App& image, GlobalOptions& global, ImageArgs& args) {
 
 void AddBusybox(CLI::App& image, GlobalOptions& global) {
   CLI::App* cmd = image.add_subcommand(
-      "busybox", "make the built-in busybox image from the host's busybox-static if it is "
-                 "not there yet; prints its name");
+      "busybox",
+      "make the built-in busybox image from the host's busybox-static if it is "
+      "not there yet; prints its name");
   cmd->callback([&global] {
     auto store = OpenImageStore(global);
     store::ImageStore images(*store);

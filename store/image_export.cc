@@ -106,7 +106,8 @@ Result<ExportReport> ExportImage(ImageStore& images, const std::string& name,
   } else if (!LAMINA_TRY(ListDir(dir)).empty()) {
     return Fail(EEXIST, dir + " is not empty and not an OCI image layout");
   }
-  json index = {{"schemaVersion", 2}, {"mediaType", oci::kMediaIndex}, {"manifests", json::array()}};
+  json index = {
+      {"schemaVersion", 2}, {"mediaType", oci::kMediaIndex}, {"manifests", json::array()}};
   if (merge) {
     std::string text = LAMINA_TRY(ReadFile(dir + "/index.json"));
     index = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -132,7 +133,8 @@ Result<ExportReport> ExportImage(ImageStore& images, const std::string& name,
     if (!gz) return layer_error(gz.error());
     if (::fsync(out.get()) != 0) return FailErrno("fsync " + tmp_path);
     std::string final_path = blobs + "/" + gz->compressed.digest.substr(7);
-    if (::rename(tmp_path.c_str(), final_path.c_str()) != 0) return FailErrno("rename " + final_path);
+    if (::rename(tmp_path.c_str(), final_path.c_str()) != 0)
+      return FailErrno("rename " + final_path);
     remove_tmp.Dismiss();
     diff_ids.push_back(gz->uncompressed.digest);
     layers.push_back(Descriptor(oci::kMediaLayerGzip, gz->compressed.digest, gz->compressed.size));
@@ -154,9 +156,9 @@ Result<ExportReport> ExportImage(ImageStore& images, const std::string& name,
   entry["platform"] = {{"architecture", oci::HostArchitecture()}, {"os", "linux"}};
   json kept = json::array();
   for (const auto& item : index["manifests"]) {
-    bool same_ref = item.is_object() && item.contains("annotations") &&
-                    item["annotations"].is_object() &&
-                    item["annotations"].value(std::string(oci::kRefNameAnnotation), "") == report.ref;
+    bool same_ref =
+        item.is_object() && item.contains("annotations") && item["annotations"].is_object() &&
+        item["annotations"].value(std::string(oci::kRefNameAnnotation), "") == report.ref;
     if (!same_ref) kept.push_back(item);
   }
   kept.push_back(entry);

@@ -75,7 +75,7 @@ class DirSource final : public BlobSource {
 class ArchiveSource final : public BlobSource {
  public:
   static Result<std::unique_ptr<ArchiveSource>> Unpack(const std::string& file,
-                                                        const std::string& tmp_dir);
+                                                       const std::string& tmp_dir);
   Result<Fd> Open(const std::string& name) const override {
     std::string current = name;
     for (int hops = 0; hops < 16; ++hops) {
@@ -132,8 +132,8 @@ Error ArchiveError(struct archive* a, const std::string& file) {
 // Calls `member(archive, entry, clean name)` for each member of the tar
 // `file` whose name is a clean relative path (others are skipped with a
 // warning); `member` returns false to stop early.
-using MemberFn = std::function<Result<bool>(struct archive*, struct archive_entry*,
-                                            const std::string&)>;
+using MemberFn =
+    std::function<Result<bool>(struct archive*, struct archive_entry*, const std::string&)>;
 Result<void> ForEachMember(const std::string& file, const MemberFn& member) {
   auto a = LAMINA_TRY(OpenTar(file));
   while (true) {
@@ -153,37 +153,38 @@ Result<void> ForEachMember(const std::string& file, const MemberFn& member) {
 }
 
 Result<std::unique_ptr<ArchiveSource>> ArchiveSource::Unpack(const std::string& file,
-                                                              const std::string& tmp_dir) {
+                                                             const std::string& tmp_dir) {
   auto source = std::unique_ptr<ArchiveSource>(new ArchiveSource());
   source->where_ = "archive " + file;
   std::map<std::string, std::string> hardlinks;
   size_t count = 0;
   std::vector<char> buf(1 << 17);
-  LAMINA_CHECK(ForEachMember(file, [&](struct archive* a, struct archive_entry* entry,
-                                       const std::string& name) -> Result<bool> {
-    if (const char* hardlink = archive_entry_hardlink(entry)) {
-      if (auto target = CleanRelativePath(hardlink)) hardlinks[name] = *target;
-      return true;
-    }
-    mode_t type = archive_entry_filetype(entry);
-    if (type == AE_IFLNK) {
-      const char* target = archive_entry_symlink(entry);
-      source->symlinks_[name] = target ? target : "";
-      return true;
-    }
-    if (type != AE_IFREG) return true;
-    std::string path = tmp_dir + "/m" + std::to_string(count++);
-    Fd out = LAMINA_TRY(lamina::Open(path, O_WRONLY | O_CREAT | O_EXCL, 0600));
-    while (true) {
-      la_ssize_t n = archive_read_data(a, buf.data(), buf.size());
-      if (n < 0) return Fail(ArchiveError(a, file));
-      if (n == 0) break;
-      auto written = oci::WriteAll(out.get(), {buf.data(), static_cast<size_t>(n)});
-      if (!written) return Fail(written.error().Wrap("unpack " + file));
-    }
-    source->files_[name] = path;
-    return true;
-  }));
+  LAMINA_CHECK(ForEachMember(
+      file,
+      [&](struct archive* a, struct archive_entry* entry, const std::string& name) -> Result<bool> {
+        if (const char* hardlink = archive_entry_hardlink(entry)) {
+          if (auto target = CleanRelativePath(hardlink)) hardlinks[name] = *target;
+          return true;
+        }
+        mode_t type = archive_entry_filetype(entry);
+        if (type == AE_IFLNK) {
+          const char* target = archive_entry_symlink(entry);
+          source->symlinks_[name] = target ? target : "";
+          return true;
+        }
+        if (type != AE_IFREG) return true;
+        std::string path = tmp_dir + "/m" + std::to_string(count++);
+        Fd out = LAMINA_TRY(lamina::Open(path, O_WRONLY | O_CREAT | O_EXCL, 0600));
+        while (true) {
+          la_ssize_t n = archive_read_data(a, buf.data(), buf.size());
+          if (n < 0) return Fail(ArchiveError(a, file));
+          if (n == 0) break;
+          auto written = oci::WriteAll(out.get(), {buf.data(), static_cast<size_t>(n)});
+          if (!written) return Fail(written.error().Wrap("unpack " + file));
+        }
+        source->files_[name] = path;
+        return true;
+      }));
   for (const auto& [name, target] : hardlinks) {
     if (auto it = source->files_.find(target); it != source->files_.end()) {
       source->files_[name] = it->second;
@@ -259,7 +260,8 @@ Result<Descriptor> ParseDescriptor(const json& j, const std::string& what) {
     if (p.contains("architecture") && p["architecture"].is_string()) {
       d.architecture = p["architecture"].get<std::string>();
     }
-    if (p.contains("variant") && p["variant"].is_string()) d.variant = p["variant"].get<std::string>();
+    if (p.contains("variant") && p["variant"].is_string())
+      d.variant = p["variant"].get<std::string>();
   }
   return d;
 }
@@ -401,7 +403,8 @@ Result<Descriptor> PickPlatform(const json& index, const std::string& what) {
   std::vector<std::string> seen;
   size_t i = 0;
   for (const auto& item : index["manifests"]) {
-    Descriptor d = LAMINA_TRY(ParseDescriptor(item, what + " manifests[" + std::to_string(i++) + "]"));
+    Descriptor d =
+        LAMINA_TRY(ParseDescriptor(item, what + " manifests[" + std::to_string(i++) + "]"));
     if (d.os == "linux" && d.architecture == arch) return d;
     seen.push_back(d.os + "/" + d.architecture);
   }
@@ -440,8 +443,8 @@ Result<Plan> PlanOci(const BlobSource& source, const ImportOptions& options) {
     auto wanted = NormalizeImageName(options.ref);
     for (const auto& d : entries) {
       std::string full = full_name_of(d);
-      bool full_match = !full.empty() && (full == options.ref ||
-                                          (wanted && NormalizeImageName(full) == *wanted));
+      bool full_match =
+          !full.empty() && (full == options.ref || (wanted && NormalizeImageName(full) == *wanted));
       if (ref_of(d) == options.ref || full_match) {
         chosen = &d;
         break;
@@ -457,7 +460,8 @@ Result<Plan> PlanOci(const BlobSource& source, const ImportOptions& options) {
       refs += (refs.empty() ? "" : ", ") + r;
     }
     if (!options.ref.empty()) {
-      return Fail(ENOENT, what + ": no image with ref \"" + options.ref + "\" (it has: " + refs + ")");
+      return Fail(ENOENT,
+                  what + ": no image with ref \"" + options.ref + "\" (it has: " + refs + ")");
     }
     return Fail(EINVAL, what + " lists " + std::to_string(entries.size()) +
                             " images; choose one with --ref (refs: " + refs + ")");
@@ -467,10 +471,10 @@ Result<Plan> PlanOci(const BlobSource& source, const ImportOptions& options) {
   std::string ref = ref_of(*chosen);
   std::string full = full_name_of(*chosen);
   std::string base = NameFromPath(options.path);
-  std::string candidate = !full.empty()                                              ? full
-                          : ref.find_first_of(":/") != std::string::npos             ? ref
-                          : !ref.empty() && !base.empty()                            ? base + ":" + ref
-                                                                                      : base;
+  std::string candidate = !full.empty()                                  ? full
+                          : ref.find_first_of(":/") != std::string::npos ? ref
+                          : !ref.empty() && !base.empty()                ? base + ":" + ref
+                                                                         : base;
   plan.image.name = LAMINA_TRY(NameOrDerived(options, candidate));
 
   // Follow indexes (multi-platform images) to this host's manifest.
@@ -501,7 +505,8 @@ Result<Plan> PlanOci(const BlobSource& source, const ImportOptions& options) {
     std::string lwhat = mwhat + " layer " + std::to_string(layer_descs.size() + 1);
     Descriptor d = LAMINA_TRY(ParseDescriptor(item, lwhat));
     if (!oci::IsLayerMediaType(d.media_type)) {
-      return Fail(ENOTSUP, lwhat + ": media type \"" + d.media_type + "\" is not a layer lamina reads");
+      return Fail(ENOTSUP,
+                  lwhat + ": media type \"" + d.media_type + "\" is not a layer lamina reads");
     }
     layer_descs.push_back(std::move(d));
   }
@@ -509,8 +514,8 @@ Result<Plan> PlanOci(const BlobSource& source, const ImportOptions& options) {
   json config_json = LAMINA_TRY(ReadJsonBlob(source, config_desc, cwhat));
   ParsedConfig config = LAMINA_TRY(ParseImageConfig(config_json, cwhat));
   if (config.diff_ids.size() != layer_descs.size()) {
-    return Fail(EINVAL, cwhat + ": " + std::to_string(config.diff_ids.size()) +
-                            " diff_ids for " + std::to_string(layer_descs.size()) + " layers");
+    return Fail(EINVAL, cwhat + ": " + std::to_string(config.diff_ids.size()) + " diff_ids for " +
+                            std::to_string(layer_descs.size()) + " layers");
   }
   // Every layer blob is checked before anything is created.
   for (size_t i = 0; i < layer_descs.size(); ++i) {
@@ -573,7 +578,8 @@ Result<void> CheckPromise(const BlobSource& source, const std::string& name,
 Result<Plan> PlanDocker(const BlobSource& source, const ImportOptions& options) {
   std::string what = source.where() + ": manifest.json";
   json manifest = LAMINA_TRY(ReadJsonMember(source, "manifest.json"));
-  if (!manifest.is_array() || manifest.empty()) return Fail(EINVAL, what + ": not a non-empty array");
+  if (!manifest.is_array() || manifest.empty())
+    return Fail(EINVAL, what + ": not a non-empty array");
   auto tags_of = [&](const json& entry) -> Result<std::vector<std::string>> {
     return JsonStrings(entry, "RepoTags", what);
   };
@@ -613,8 +619,8 @@ Result<Plan> PlanDocker(const BlobSource& source, const ImportOptions& options) 
   if (candidate.empty()) candidate = NameFromPath(options.path);
   plan.image.name = LAMINA_TRY(NameOrDerived(options, candidate));
 
-  std::string config_path = LAMINA_TRY(ArchivePath(LAMINA_TRY(JsonString(*chosen, "Config", what)),
-                                                   what + " Config"));
+  std::string config_path =
+      LAMINA_TRY(ArchivePath(LAMINA_TRY(JsonString(*chosen, "Config", what)), what + " Config"));
   auto config_fd = source.Open(config_path);
   if (!config_fd) {
     return Fail(config_fd.error().code(), what + ": config " + config_path + " is missing");
@@ -626,8 +632,9 @@ Result<Plan> PlanDocker(const BlobSource& source, const ImportOptions& options) 
   ParsedConfig config = LAMINA_TRY(ParseImageConfig(config_json, cwhat));
   std::vector<std::string> layer_paths = LAMINA_TRY(JsonStrings(*chosen, "Layers", what));
   if (layer_paths.size() != config.diff_ids.size()) {
-    return Fail(EINVAL, what + ": " + std::to_string(layer_paths.size()) + " layers, the config has " +
-                            std::to_string(config.diff_ids.size()) + " diff_ids");
+    return Fail(EINVAL, what + ": " + std::to_string(layer_paths.size()) +
+                            " layers, the config has " + std::to_string(config.diff_ids.size()) +
+                            " diff_ids");
   }
   for (size_t i = 0; i < layer_paths.size(); ++i) {
     std::string lwhat = "layer " + std::to_string(i + 1) + " (" + layer_paths[i] + ")";
@@ -701,23 +708,24 @@ Result<ImportFormat> DetectImportFormat(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) return FailErrno(path);
   if (S_ISDIR(st.st_mode)) {
     if (!PathExists(path + "/oci-layout")) {
-      return Fail(EINVAL, path + ": a directory without an oci-layout file is not an OCI image layout");
+      return Fail(EINVAL,
+                  path + ": a directory without an oci-layout file is not an OCI image layout");
     }
     return ImportFormat::kOciLayout;
   }
   if (!S_ISREG(st.st_mode)) return Fail(EINVAL, path + ": neither a directory nor a file");
   bool manifest = false, layout = false, index = false, rootfs = false;
-  LAMINA_CHECK(ForEachMember(path, [&](struct archive*, struct archive_entry*,
-                                       const std::string& name) -> Result<bool> {
-    if (!ArchiveMember(name)) {
-      rootfs = true;  // a root filesystem; no need to read further
-      return false;
-    }
-    manifest |= name == "manifest.json";
-    layout |= name == "oci-layout";
-    index |= name == "index.json";
-    return true;
-  }));
+  LAMINA_CHECK(ForEachMember(
+      path, [&](struct archive*, struct archive_entry*, const std::string& name) -> Result<bool> {
+        if (!ArchiveMember(name)) {
+          rootfs = true;  // a root filesystem; no need to read further
+          return false;
+        }
+        manifest |= name == "manifest.json";
+        layout |= name == "oci-layout";
+        index |= name == "index.json";
+        return true;
+      }));
   if (rootfs) return ImportFormat::kRootfsTar;
   if (manifest) return ImportFormat::kDockerArchive;
   if (layout && index) return ImportFormat::kOciLayout;

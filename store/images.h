@@ -47,8 +47,8 @@ struct Image {
   std::string name;                 // "busybox", "alpine:3.19", ...: [a-z0-9][a-z0-9._:/-]*
   std::vector<std::string> layers;  // layer ids, bottom (base) first; the last is the top
   ImageConfig config;
-  std::string created;              // RFC 3339
-  std::string manifest_digest;      // "sha256:..." when imported from an OCI layout
+  std::string created;          // RFC 3339
+  std::string manifest_digest;  // "sha256:..." when imported from an OCI layout
   // Added: where the image came from: "builtin", "oci", "docker-archive",
   // "rootfs" (or "" in records written before this field existed).
   std::string source;

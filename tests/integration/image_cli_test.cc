@@ -67,7 +67,10 @@ std::string MiddleTar() {
 }
 std::string TopTar() {
   TarBuilder tar;
-  tar.Dir("var").Dir("var/lib").Dir("var/lib/app").File("var/lib/app/data", std::string(100000, 'd'));
+  tar.Dir("var")
+      .Dir("var/lib")
+      .Dir("var/lib/app")
+      .File("var/lib/app/data", std::string(100000, 'd'));
   return tar.Finish();
 }
 
@@ -149,7 +152,8 @@ std::string MakeDockerArchive(const std::vector<std::string>& tars, const json& 
   }
   if (layer_paths.is_null()) layer_paths = paths;
   archive.File(config_name, config);
-  json manifest = json::array({{{"Config", config_name}, {"RepoTags", repo_tags}, {"Layers", layer_paths}}});
+  json manifest =
+      json::array({{{"Config", config_name}, {"RepoTags", repo_tags}, {"Layers", layer_paths}}});
   archive.File("manifest.json", manifest.dump());
   archive.File("repositories", "{}");
   return archive.Finish();
@@ -180,7 +184,8 @@ class ImageCli : public ::testing::TestWithParam<std::string> {
   std::string Root(const std::string& name = "store") const { return dir_.Sub(name); }
 
   CommandResult Lamina(const std::vector<std::string>& args, const std::string& root = {}) {
-    std::vector<std::string> argv = {"--root", root.empty() ? Root() : root, "--driver", GetParam()};
+    std::vector<std::string> argv = {"--root", root.empty() ? Root() : root, "--driver",
+                                     GetParam()};
     argv.insert(argv.end(), args.begin(), args.end());
     return test::RunLamina(argv);
   }
@@ -272,7 +277,8 @@ TEST_P(ImageCli, ImportOciArchiveTarAndChooseByRef) {
   OciLayout first = MakeOciLayout(layout, tars, {TarCompression::kGzip}, "one");
   // A second image in the same layout.
   std::string index_one = test::ReadFileOrDie(layout + "/index.json");
-  MakeOciLayout(layout, {BaseTar(), TopTar()}, {TarCompression::kGzip, TarCompression::kGzip}, "two");
+  MakeOciLayout(layout, {BaseTar(), TopTar()}, {TarCompression::kGzip, TarCompression::kGzip},
+                "two");
   json index = json::parse(test::ReadFileOrDie(layout + "/index.json"));
   index["manifests"].push_back(json::parse(index_one)["manifests"][0]);
   test::WriteFile(layout + "/index.json", index.dump());
@@ -280,7 +286,8 @@ TEST_P(ImageCli, ImportOciArchiveTarAndChooseByRef) {
   CommandResult ambiguous = Lamina({"image", "import", layout});
   EXPECT_NE(ambiguous.status, 0);
   EXPECT_NE(ambiguous.err.find("--ref"), std::string::npos) << ambiguous.err;
-  EXPECT_EQ(Trim(Ok({"image", "import", "--ref", "one", "--name", "first", layout})), "first:latest");
+  EXPECT_EQ(Trim(Ok({"image", "import", "--ref", "one", "--name", "first", layout})),
+            "first:latest");
   EXPECT_EQ(Inspect("first")["manifest_digest"], first.manifest_digest);
 
   // The same layout packed in a tar (an "oci-archive").
@@ -325,7 +332,8 @@ TEST_P(ImageCli, ImportRootfsTarballs) {
   EXPECT_EQ(Inspect("plain:2")["layers"], image["layers"]) << "same content, one layer";
   if (HaveCommand("zstd")) {
     test::WriteTarFile(dir_.Sub("z.tar.zst"), test::Compress(tar, TarCompression::kZstd));
-    EXPECT_EQ(Trim(Ok({"image", "import", "--format", "rootfs", dir_.Sub("z.tar.zst")})), "z:latest");
+    EXPECT_EQ(Trim(Ok({"image", "import", "--format", "rootfs", dir_.Sub("z.tar.zst")})),
+              "z:latest");
   }
   CommandResult bad = Lamina({"image", "import", "--name", "Bad Name", dir_.Sub("plain.tar")});
   EXPECT_NE(bad.status, 0);
@@ -372,10 +380,11 @@ TEST_P(ImageCli, ImportPicksThisPlatformFromAnIndex) {
                 {"digest", Digest("not here")},
                 {"size", 8},
                 {"platform", {{"os", "linux"}, {"architecture", "elsewhere"}}}};
-  std::string nested = json{{"schemaVersion", 2},
-                            {"mediaType", "application/vnd.oci.image.index.v1+json"},
-                            {"manifests", {other, mine}}}
-                           .dump();
+  std::string nested = json{
+      {"schemaVersion", 2},
+      {"mediaType", "application/vnd.oci.image.index.v1+json"},
+      {"manifests",
+       {other, mine}}}.dump();
   std::string nested_digest = WriteBlob(layout, nested);
   json entry = {{"mediaType", "application/vnd.oci.image.index.v1+json"},
                 {"digest", nested_digest},
@@ -451,7 +460,8 @@ TEST_P(ImageCli, ExportImportRoundTrip) {
   test::TreeCompareOptions options;
   options.xattrs = false;  // internal overlay xattrs differ between drivers
   std::vector<std::string> diffs = test::CompareTrees(a, b, options);
-  EXPECT_TRUE(diffs.empty()) << diffs.front() << "\n" << test::DescribeTree(a) << "\n---\n"
+  EXPECT_TRUE(diffs.empty()) << diffs.front() << "\n"
+                             << test::DescribeTree(a) << "\n---\n"
                              << test::DescribeTree(b);
 
   // Adding to an existing layout: a second ref; a non-layout directory is refused.
@@ -483,8 +493,8 @@ TEST_P(ImageCli, BusyboxBuiltinExportsForSkopeoAndUmoci) {
   ASSERT_EQ(inspect.status, 0) << inspect.err;
   json facts = json::parse(inspect.out);
   EXPECT_EQ(facts["Layers"].size(), 1u);
-  CommandResult copy = test::Run({"skopeo", "copy", "oci:" + out + ":latest",
-                                  "oci:" + dir_.Sub("copied") + ":bb"});
+  CommandResult copy =
+      test::Run({"skopeo", "copy", "oci:" + out + ":latest", "oci:" + dir_.Sub("copied") + ":bb"});
   ASSERT_EQ(copy.status, 0) << copy.err;
   // What skopeo wrote comes back in.
   EXPECT_EQ(Trim(Ok({"image", "import", "--name", "copied", dir_.Sub("copied")})), "copied:latest");
@@ -551,7 +561,8 @@ TEST_P(ImageCli, HostileOciLayouts) {
   // Size that lies, unsupported media type, not JSON.
   std::string lies = dir_.Sub("lies");
   OciLayout s = MakeOciLayout(lies, tars, gz, "x");
-  json manifest = json::parse(test::ReadFileOrDie(lies + "/blobs/sha256/" + s.manifest_digest.substr(7)));
+  json manifest =
+      json::parse(test::ReadFileOrDie(lies + "/blobs/sha256/" + s.manifest_digest.substr(7)));
   manifest["layers"][0]["mediaType"] = "application/vnd.example.weird";
   std::string bytes = manifest.dump();
   std::string new_digest = WriteBlob(lies, bytes);
