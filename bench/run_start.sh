@@ -43,6 +43,8 @@ for driver in overlay vfs fuse; do
     continue
   fi
   printf '%-22s %10s\n' "lamina $driver" "$(time_runs "$LAMINA" --root "$root" --driver "$driver" run busybox true)"
+  # What opening the store (host probe, driver selection) alone costs.
+  printf '%-22s %10s\n' "  of which store open" "$(time_runs "$LAMINA" --root "$root" --driver "$driver" layer ls)"
 done
 
 if command -v crun >/dev/null; then
