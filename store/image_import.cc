@@ -8,6 +8,7 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "common/path.h"
 #include "common/scope_guard.h"
 #include "store/image_oci.h"
+#include "store/lock.h"
 
 namespace lamina::store {
 
@@ -693,6 +695,28 @@ std::string TempBase(const ImportOptions& options) {
   return env != nullptr && *env != '\0' ? env : "/var/tmp";
 }
 
+// Unpacked archives of imports that were killed: lamina-import-* in `base`
+// whose .lock no live import holds, older than a minute (a new one may not
+// have taken its lock yet).
+void RemoveStaleUnpacks(const std::string& base) {
+  auto names = ListDir(base);
+  if (!names) return;
+  time_t now = ::time(nullptr);
+  for (const auto& name : *names) {
+    if (!name.starts_with("lamina-import-")) continue;
+    std::string dir = base + "/" + name;
+    struct stat st;
+    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() ||
+        now - st.st_mtime < 60) {
+      continue;
+    }
+    auto lock = StoreLock::TryAcquire(dir + "/.lock", LockMode::kExclusive);
+    if (!lock) continue;
+    spdlog::info("removing {} left by an interrupted import", dir);
+    (void)RemoveTree(dir);
+  }
+}
+
 }  // namespace
 
 Result<ImportFormat> ParseImportFormat(const std::string& name) {
@@ -741,6 +765,7 @@ Result<CreateReport> ImportImage(ImageStore& images, const ImportOptions& option
   if (!options.name.empty()) LAMINA_TRY(NormalizeImageName(options.name));
   std::unique_ptr<BlobSource> source;
   std::string tmp;
+  std::optional<StoreLock> unpack_lock;
   auto cleanup = Defer([&] {
     if (!tmp.empty()) (void)RemoveTree(tmp);
   });
@@ -751,9 +776,13 @@ Result<CreateReport> ImportImage(ImageStore& images, const ImportOptions& option
       }
       source = LAMINA_TRY(DirSource::Make(options.path));
     } else {
-      std::string templ = TempBase(options) + "/lamina-import-XXXXXX";
+      std::string base = TempBase(options);
+      RemoveStaleUnpacks(base);
+      std::string templ = base + "/lamina-import-XXXXXX";
       if (::mkdtemp(templ.data()) == nullptr) return FailErrno("mkdtemp " + templ);
       tmp = templ;
+      // Held while the import runs: tells RemoveStaleUnpacks it is alive.
+      unpack_lock = LAMINA_TRY(StoreLock::Acquire(tmp + "/.lock", LockMode::kExclusive));
       source = LAMINA_TRY(ArchiveSource::Unpack(options.path, tmp));
     }
   } else if (S_ISDIR(st.st_mode)) {

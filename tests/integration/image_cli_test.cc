@@ -608,9 +608,13 @@ TEST_P(ImageCli, KilledImportLeavesNoLayersBehind) {
   }
   test::WriteTarFile(dir_.Sub("big.tar"), MakeDockerArchive(tars, {"big:1"}));
   tars.clear();
+  std::string tmp = dir_.Sub("tmp");
+  ASSERT_TRUE(MakeDirs(tmp));
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
+    // The killed import cannot remove its unpacked archive: keep it in dir_.
+    ::setenv("TMPDIR", tmp.c_str(), 1);
     int null = ::open("/dev/null", O_WRONLY);
     ::dup2(null, 1);
     ::dup2(null, 2);
@@ -638,11 +642,23 @@ TEST_P(ImageCli, KilledImportLeavesNoLayersBehind) {
   ::waitpid(pid, nullptr, 0);
   if (!caught) GTEST_SKIP() << "the import finished before it could be killed";
   EXPECT_GE(json::parse(Ok({"layer", "ls", "--json"})).size(), 1u) << "a ready orphan layer";
-  // The next image operation cleans up.
+  // The killed import's unpacked archive is still there; make it look old.
+  auto unpacked = ListDir(tmp);
+  ASSERT_TRUE(unpacked);
+  ASSERT_EQ(unpacked->size(), 1u);
+  std::string left = tmp + "/" + unpacked->front();
+  struct timespec old[2] = {{1000000000, 0}, {1000000000, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, left.c_str(), old, 0), 0);
+
+  // The next image import cleans up both.
   TarBuilder small;
   small.File("x", "x");
-  test::WriteTarFile(dir_.Sub("small.tar"), small.Finish());
+  test::WriteTarFile(dir_.Sub("small.tar"), MakeDockerArchive({small.Finish()}, {"small:1"}));
+  ::setenv("TMPDIR", tmp.c_str(), 1);
   Ok({"image", "import", dir_.Sub("small.tar")});
+  ::unsetenv("TMPDIR");
+  EXPECT_FALSE(PathExists(left)) << "the stale unpacked archive is removed";
+  EXPECT_TRUE(ListDir(tmp)->empty());
   EXPECT_EQ(json::parse(Ok({"layer", "ls", "--json"})).size(), 1u);
   EXPECT_FALSE(PathExists(journal));
   EXPECT_EQ(json::parse(Ok({"image", "ls", "--json"})).size(), 1u);
