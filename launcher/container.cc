@@ -1,6 +1,7 @@
 #include "launcher/container.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -265,6 +266,23 @@ Result<void> ChildSetupAll(const ChildContext& ctx) {
 [[noreturn]] void ChildMain(const ChildContext& ctx) {
   auto setup = ChildSetupAll(ctx);
   if (!setup) ChildFail(ctx, setup.error());
+  // The command starts with default signal dispositions (an ignored SIGINT
+  // of a background `lamina` must not carry over) and with no fd beyond
+  // stdin/stdout/stderr, whatever lamina's own caller left open.
+  // The raw syscall also reaches the real-time signals glibc keeps for itself.
+  struct KernelSigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)();
+    uint64_t mask;
+  } default_action = {SIG_DFL, 0, nullptr, 0};
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    ::syscall(SYS_rt_sigaction, sig, &default_action, nullptr, sizeof(uint64_t));
+  }
+  if (::syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) != 0) {
+    ChildFail(ctx, Error(errno, "mark inherited fds close-on-exec"));
+  }
   ::sigprocmask(SIG_SETMASK, &ctx.original_mask, nullptr);
   Error error = Exec(*ctx.spec);
   ChildFail(ctx, error);

@@ -363,6 +363,25 @@ TEST_P(RunTest, LauncherBinaryCannotBeWrittenFromInside) {
   EXPECT_EQ(test::ReadFileOrDie(test::LaminaBinary()), before);
 }
 
+TEST_P(RunTest, NoInheritedFdsOrIgnoredSignalsReachTheCommand) {
+  // An fd without O_CLOEXEC and an ignored signal, as a careless caller of
+  // lamina might leave them.
+  int leak = ::open("/etc/hostname", O_RDONLY);
+  ASSERT_GE(leak, 0);
+  struct sigaction ignore = {}, old = {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGUSR1, &ignore, &old), 0);
+  // The command itself as PID 1 shows what it was given.
+  CommandResult fds = RunBox({"busybox", "ls", "/proc/self/fd"});
+  CommandResult sigs = RunBox({"busybox", "grep", "SigIgn", "/proc/self/status"});
+  ::sigaction(SIGUSR1, &old, nullptr);
+  ::close(leak);
+  ASSERT_EQ(fds.status, 0) << Describe(fds);
+  // 0, 1, 2 and the directory ls is reading.
+  EXPECT_EQ(Lines(fds.out), std::vector<std::string>({"0", "1", "2", "3"})) << fds.out;
+  EXPECT_EQ(Trim(sigs.out), "SigIgn:\t0000000000000000") << Describe(sigs);
+}
+
 TEST_P(RunTest, ContainerCannotWriteHostFilesOutsideItsRoot) {
   ASSERT_EQ(::mkdir(dir_.Sub("vol").c_str(), 0755), 0);
   test::WriteFile(dir_.Sub("vol/f"), "orig\n");
