@@ -13,7 +13,7 @@ PACKAGES=(
   # run time: FUSE, id maps for rootless, the busybox image, xattr/ACL tools
   fuse3 uidmap busybox-static attr acl
   # tests and benchmarks: loop filesystems, tar formats, baselines
-  xfsprogs e2fsprogs util-linux tar gzip zstd fio fuse-overlayfs crun
+  xfsprogs e2fsprogs util-linux tar gzip zstd fio fuse-overlayfs crun skopeo umoci
   # fuzzing (libFuzzer with clang)
   clang libclang-rt-14-dev
   # procps for pgrep/pkill in tests, kmod for modprobe
