@@ -333,42 +333,12 @@ Result<std::string> OverlayDriver::Mount(const std::string& id, const MountOptio
 }
 
 Result<void> OverlayDriver::Unmount(const std::string& id) {
-  LAMINA_CHECK(ValidateLayerId(id));
-  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
-  auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
-  std::string merged = home_.MergedDir(id);
-  bool mounted = LAMINA_TRY(IsMountPoint(merged));
-  if (!mounted) {
-    if (refs.count() <= 0) return Fail(EINVAL, "layer " + id + " is not mounted");
-    spdlog::warn("overlay: layer {} had a stale mount count {} (not mounted); repaired", id,
-                 refs.count());
-    return refs.Set(0);
-  }
-  if (refs.count() > 1) return refs.Set(refs.count() - 1);
-  auto unmounted = overlay::Unmount(merged);
-  if (!unmounted) {
-    if (unmounted.error().code() == EBUSY) {
-      return Fail(EBUSY, "layer " + id + ": " + merged +
-                             " is busy (open files or a process working in it); not unmounted");
-    }
-    return Fail(unmounted.error());
-  }
-  return refs.Set(0);
+  return DropMountRef(home_, id, "overlay",
+                      [](const std::string& merged) { return overlay::Unmount(merged); });
 }
 
 Result<int> OverlayDriver::MountCount(const std::string& id) const {
-  LAMINA_CHECK(ValidateLayerId(id));
-  if (!Exists(id)) return Fail(ENOENT, "layer " + id);
-  auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
-  if (refs.count() == 0) return 0;
-  bool mounted = LAMINA_TRY(IsMountPoint(home_.MergedDir(id)));
-  if (!mounted) {
-    spdlog::warn("overlay: layer {} had a stale mount count {} (not mounted); repaired", id,
-                 refs.count());
-    LAMINA_CHECK(refs.Set(0));
-    return 0;
-  }
-  return refs.count();
+  return CheckedMountCount(home_, id, "overlay");
 }
 
 std::vector<std::pair<std::string, std::string>> OverlayDriver::Status() const {
