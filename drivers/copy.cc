@@ -17,9 +17,12 @@ namespace lamina {
 
 std::string_view CopyMethodName(CopyMethod method) {
   switch (method) {
-    case CopyMethod::kClone: return "ficlone";
-    case CopyMethod::kCopyFileRange: return "copy_file_range";
-    case CopyMethod::kReadWrite: return "read_write";
+    case CopyMethod::kClone:
+      return "ficlone";
+    case CopyMethod::kCopyFileRange:
+      return "copy_file_range";
+    case CopyMethod::kReadWrite:
+      return "read_write";
   }
   return "unknown";
 }
@@ -152,16 +155,18 @@ bool IsPrivilegedNamespace(const std::string& name) {
   return name.starts_with("trusted.") || name.starts_with("security.");
 }
 
-Result<void> CopyXattrs(const std::string& src_path, const std::string& dst_path,
-                        const MetadataOptions& options) {
-  auto names = ListXattrs(src_path);
+// Copies xattrs through the callbacks (path or fd flavoured).
+template <class List, class Get, class Set>
+Result<void> CopyXattrsWith(const MetadataOptions& options, List list, Get get, Set set,
+                            bool* acl_set = nullptr) {
+  auto names = list();
   if (!names) {
     if (names.error().code() == ENOTSUP) return {};  // the source fs has none
     return Fail(names.error());
   }
   for (const auto& name : *names) {
     if (options.skip_internal_xattrs && IsInternalXattr(name)) continue;
-    auto value = GetXattr(src_path, name);
+    auto value = get(name);
     if (!value) {
       // Vanished meanwhile, or not readable to us (a trusted.* of another).
       if (value.error().code() == ENODATA) continue;
@@ -171,16 +176,27 @@ Result<void> CopyXattrs(const std::string& src_path, const std::string& dst_path
       }
       return Fail(value.error());
     }
-    auto set = SetXattr(dst_path, name, *value);
-    if (!set) {
-      int err = set.error().code();
+    auto done = set(name, *value);
+    if (!done) {
+      int err = done.error().code();
       if (IsPrivilegedNamespace(name) && (err == EPERM || err == ENOTSUP || err == EACCES)) {
         continue;
       }
-      return Fail(set.error());
+      return Fail(done.error());
     }
+    if (acl_set != nullptr && name == "system.posix_acl_access") *acl_set = true;
   }
   return {};
+}
+
+Result<void> CopyXattrs(const std::string& src_path, const std::string& dst_path,
+                        const MetadataOptions& options) {
+  return CopyXattrsWith(
+      options, [&] { return ListXattrs(src_path); },
+      [&](const std::string& name) { return GetXattr(src_path, name); },
+      [&](const std::string& name, const std::string& value) {
+        return SetXattr(dst_path, name, value);
+      });
 }
 
 }  // namespace
@@ -220,6 +236,45 @@ Result<void> CopyMetadata(const std::string& src_path, const struct stat& st, in
     if (::utimensat(dst_dirfd, what.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
       return FailErrno("set times of " + what);
     }
+  }
+  return {};
+}
+
+Result<void> CopyMetadataFd(int src_fd, const struct stat& st, int dst_fd,
+                            const MetadataOptions& options) {
+  // The order of CopyMetadata: owner, xattrs, mode, times.
+  struct stat now;
+  if (::fstat(dst_fd, &now) != 0) return FailErrno("stat copy");
+  bool chowned = false;
+  if (options.owner && (now.st_uid != st.st_uid || now.st_gid != st.st_gid)) {
+    if (::fchown(dst_fd, st.st_uid, st.st_gid) != 0) {
+      int err = errno;
+      if (options.owner_strict || (err != EPERM && err != EINVAL)) {
+        errno = err;
+        return FailErrno("chown to " + std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid));
+      }
+    } else {
+      chowned = true;
+    }
+  }
+  bool acl_set = false;
+  if (options.xattrs) {
+    auto copied = CopyXattrsWith(
+        options, [&] { return FListXattrs(src_fd); },
+        [&](const std::string& name) { return FGetXattr(src_fd, name); },
+        [&](const std::string& name, const std::string& value) {
+          return FSetXattr(dst_fd, name, value);
+        },
+        &acl_set);
+    if (!copied) return Fail(copied.error().Wrap("copy xattrs"));
+  }
+  // chown may have cleared set-id bits and an ACL rewrites the group bits.
+  if (chowned || acl_set || (now.st_mode & 07777) != (st.st_mode & 07777)) {
+    if (::fchmod(dst_fd, st.st_mode & 07777) != 0) return FailErrno("chmod");
+  }
+  if (options.times) {
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    if (::futimens(dst_fd, times) != 0) return FailErrno("set times");
   }
   return {};
 }

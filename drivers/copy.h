@@ -25,12 +25,12 @@ std::string_view CopyMethodName(CopyMethod method);  // "ficlone", "copy_file_ra
 Result<CopyMethod> CopyFileData(int src_fd, int dst_fd, uint64_t size);
 
 struct MetadataOptions {
-  bool owner = true;   // lchown; EPERM is an error only when `owner_strict`
+  bool owner = true;  // lchown; EPERM is an error only when `owner_strict`
   bool owner_strict = false;
-  bool xattrs = true;  // every xattr that can be read; EPERM/ENOTSUP on
-                       // trusted.*/security.* are skipped, others fail
+  bool xattrs = true;                 // every xattr that can be read; EPERM/ENOTSUP on
+                                      // trusted.*/security.* are skipped, others fail
   bool skip_internal_xattrs = false;  // leave the union format's own xattrs out
-  bool times = true;   // atime/mtime (ns precision), set last
+  bool times = true;                  // atime/mtime (ns precision), set last
 };
 
 // Copies owner, mode, xattrs and times from `src` (st as lstat'ed) to the
@@ -39,5 +39,13 @@ struct MetadataOptions {
 // writing changes mtime.
 Result<void> CopyMetadata(const std::string& src_path, const struct stat& st, int dst_dirfd,
                           const std::string& name, const MetadataOptions& options);
+
+// The same for a regular file or directory open in both places (`src_fd`
+// and `dst_fd` real, non-O_PATH fds): no path is resolved, and a step whose
+// result is already in place (the owner the new file got anyway, the mode
+// it was created with) is skipped, so a tree copy of root-owned files costs
+// one metadata transaction per file (the times) instead of three.
+Result<void> CopyMetadataFd(int src_fd, const struct stat& st, int dst_fd,
+                            const MetadataOptions& options);
 
 }  // namespace lamina

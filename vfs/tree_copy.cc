@@ -1,13 +1,13 @@
 #include "vfs/tree_copy.h"
 
 #include <dirent.h>
-#include <climits>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -89,7 +89,9 @@ class TreeCopier {
   }
 
  private:
-  std::string SrcPath(const std::string& rel) const { return rel.empty() ? src_ : src_ + "/" + rel; }
+  std::string SrcPath(const std::string& rel) const {
+    return rel.empty() ? src_ : src_ + "/" + rel;
+  }
 
   Result<void> Meta(const std::string& rel, const struct stat& st) {
     auto done = CopyMetadata(SrcPath(rel), st, dst_fd_.get(), rel, options_.metadata);
@@ -119,7 +121,8 @@ class TreeCopier {
       if (name == "." || name == "..") continue;
       struct stat st;
       if (::fstatat(::dirfd(dir), ent->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        return FailErrno("stat " + SrcPath(rel.empty() ? std::string(name) : rel + "/" + ent->d_name));
+        return FailErrno("stat " +
+                         SrcPath(rel.empty() ? std::string(name) : rel + "/" + ent->d_name));
       }
       entries.emplace_back(std::string(name), st);
     }
@@ -164,7 +167,8 @@ class TreeCopier {
       std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
       ssize_t n = ::readlinkat(src_fd_.get(), dst, target.data(), target.size());
       if (n < 0) return FailErrno("readlink " + SrcPath(rel));
-      if (static_cast<size_t>(n) >= target.size()) return Fail(EAGAIN, "symlink changed: " + SrcPath(rel));
+      if (static_cast<size_t>(n) >= target.size())
+        return Fail(EAGAIN, "symlink changed: " + SrcPath(rel));
       target.resize(static_cast<size_t>(n));
       if (::symlinkat(target.c_str(), dst_fd_.get(), dst) != 0) {
         return FailErrno("symlink " + dst_ + "/" + rel);
@@ -226,22 +230,34 @@ class TreeCopier {
   Result<void> CopyFile(const FileItem& item) {
     const std::string& rel = item.rel;
     auto src = OpenAt(src_fd_.get(), rel, O_RDONLY | O_NOFOLLOW | O_NOATIME);
-    if (!src && src.error().code() == EPERM) src = OpenAt(src_fd_.get(), rel, O_RDONLY | O_NOFOLLOW);
+    if (!src && src.error().code() == EPERM)
+      src = OpenAt(src_fd_.get(), rel, O_RDONLY | O_NOFOLLOW);
     if (!src) return Fail(Error(src.error().code(), "open " + SrcPath(rel)));
     {
-      auto dst = OpenAt(dst_fd_.get(), rel, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+      // Created with its final permission bits (the umask permitting), so
+      // that CopyMetadataFd usually has no chmod to do.
+      auto dst = OpenAt(dst_fd_.get(), rel, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW,
+                        item.st.st_mode & 0777);
       if (!dst) return Fail(Error(dst.error().code(), "create " + dst_ + "/" + rel));
       auto method = CopyFileData(src->get(), dst->get(), static_cast<uint64_t>(item.st.st_size));
       if (!method) return Fail(method.error().Wrap("copy " + SrcPath(rel)));
       switch (*method) {
-        case CopyMethod::kClone: ++cloned_; break;
-        case CopyMethod::kCopyFileRange: ++copy_file_range_; break;
-        case CopyMethod::kReadWrite: ++read_write_; break;
+        case CopyMethod::kClone:
+          ++cloned_;
+          break;
+        case CopyMethod::kCopyFileRange:
+          ++copy_file_range_;
+          break;
+        case CopyMethod::kReadWrite:
+          ++read_write_;
+          break;
       }
+      auto meta = CopyMetadataFd(src->get(), item.st, dst->get(), options_.metadata);
+      if (!meta) return Fail(meta.error().Wrap("copy metadata of " + SrcPath(rel)));
     }
     ++files_;
     bytes_ += static_cast<uint64_t>(item.st.st_size);
-    return Meta(rel, item.st);
+    return {};
   }
 
   void Record(const Error& error) {
@@ -264,8 +280,8 @@ class TreeCopier {
     struct stat st;
   };
   std::vector<DirItem> dirs_;
-  std::map<std::pair<dev_t, ino_t>, std::string> inodes_;       // first path of each inode
-  std::vector<std::pair<std::string, std::string>> links_;      // (path, first path)
+  std::map<std::pair<dev_t, ino_t>, std::string> inodes_;   // first path of each inode
+  std::vector<std::pair<std::string, std::string>> links_;  // (path, first path)
   TreeCopyStats stats_;
 
   // Shared with the workers.

@@ -1,13 +1,12 @@
 #include "drivers/copy.h"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <string>
 
@@ -263,6 +262,67 @@ TEST_F(CopyMetadataTest, RegularFileOwnerModeXattrsTimes) {
   ASSERT_FALSE(opaque);
   EXPECT_EQ(opaque.error().code(), ENODATA);
   EXPECT_EQ(*GetXattr(dst_.Sub("g"), "trusted.t"), "two");
+}
+
+// CopyMetadataFd: the same result through fds, also when some of it is
+// already in place (owner, mode) and when set-id bits or an ACL interact.
+TEST_F(CopyMetadataTest, FdVariantOwnerModeXattrsTimes) {
+  if (!test::IsRoot()) GTEST_SKIP() << "chown and trusted.* need root";
+  struct Case {
+    uid_t uid;
+    gid_t gid;
+    mode_t mode;
+    mode_t created;  // mode the copy starts with
+  };
+  for (const Case& c : {Case{1234, 5678, 04751, 0600}, Case{0, 0, 0644, 0644},
+                        Case{0, 0, 02755, 0755}, Case{7, 0, 0640, 0640}}) {
+    SCOPED_TRACE(std::to_string(c.uid) + ":" + std::to_string(c.gid) + " " +
+                 std::to_string(c.mode));
+    std::string s = src_.Sub("f");
+    std::string d = dst_.Sub("f");
+    test::WriteFile(s, "x");
+    ASSERT_EQ(::chown(s.c_str(), c.uid, c.gid), 0);
+    ASSERT_EQ(::chmod(s.c_str(), c.mode), 0);
+    ASSERT_EQ(::lsetxattr(s.c_str(), "user.a", "1", 1, 0), 0);
+    ASSERT_EQ(::lsetxattr(s.c_str(), "trusted.t", "two", 3, 0), 0);
+    SetTimes(s, 1600000000, 123456789);
+    test::WriteFile(d, "x");
+    ASSERT_EQ(::chmod(d.c_str(), c.created), 0);
+    auto src_fd = Open(s, O_RDONLY);
+    auto dst_fd = Open(d, O_WRONLY);
+    ASSERT_TRUE(src_fd && dst_fd);
+    ASSERT_TRUE(CopyMetadataFd(src_fd->get(), Lstat(s), dst_fd->get(), {}));
+    struct stat got = Lstat(d);
+    EXPECT_EQ(got.st_uid, c.uid);
+    EXPECT_EQ(got.st_gid, c.gid);
+    EXPECT_EQ(got.st_mode & 07777, c.mode);
+    EXPECT_EQ(got.st_mtim.tv_sec, 1600000000);
+    EXPECT_EQ(got.st_mtim.tv_nsec, 123456789);
+    EXPECT_EQ(got.st_atim.tv_sec, 1600000000 - 100);
+    EXPECT_EQ(*GetXattr(d, "user.a"), "1");
+    EXPECT_EQ(*GetXattr(d, "trusted.t"), "two");
+    ASSERT_EQ(::unlink(s.c_str()), 0);
+    ASSERT_EQ(::unlink(d.c_str()), 0);
+  }
+}
+
+TEST_F(CopyMetadataTest, FdVariantKeepsModeAfterAnAcl) {
+  std::string s = src_.Sub("f");
+  std::string d = dst_.Sub("f");
+  test::WriteFile(s, "x");
+  test::WriteFile(d, "x");
+  ASSERT_EQ(::chmod(d.c_str(), 0640), 0);
+  // user::rw- user:nobody:rwx group::r-- mask::r-x other::---: the mode's
+  // group bits are the mask (r-x) once the ACL is set.
+  auto setfacl = test::Run({"setfacl", "-m", "u:65534:rwx,m::r-x", s});
+  if (setfacl.status != 0) GTEST_SKIP() << "setfacl failed (no ACL support here?): " << setfacl.err;
+  ASSERT_EQ(::chmod(s.c_str(), 0640), 0);  // mask r--: the ACL's mask follows
+  auto src_fd = Open(s, O_RDONLY);
+  auto dst_fd = Open(d, O_WRONLY);
+  ASSERT_TRUE(src_fd && dst_fd);
+  ASSERT_TRUE(CopyMetadataFd(src_fd->get(), Lstat(s), dst_fd->get(), {}));
+  EXPECT_EQ(Lstat(d).st_mode & 07777, 0640u);
+  EXPECT_EQ(*GetXattr(d, "system.posix_acl_access"), *GetXattr(s, "system.posix_acl_access"));
 }
 
 TEST_F(CopyMetadataTest, SymlinkIsNeverFollowed) {
