@@ -1,7 +1,6 @@
 // `lamina image ...`: import, list, inspect, remove and export images, and
 // make the built-in busybox image.
 
-#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -9,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/cli.h"
+#include "cli/common.h"
 #include "store/image_export.h"
 #include "store/image_import.h"
 #include "store/images.h"
@@ -29,16 +28,12 @@ std::string DescribeImageError(const Error& error) {
 }
 
 template <class T>
-T Check(Result<T> result) {
-  if (!result) throw CommandError(DescribeImageError(result.error()));
-  if constexpr (!std::is_void_v<T>) return std::move(*result);
+T Check(Result<T>&& result) {
+  return OrThrow(std::move(result), 1, &DescribeImageError);
 }
 
 std::unique_ptr<store::Store> OpenImageStore(const GlobalOptions& global) {
-  store::OpenOptions options;
-  options.root = global.root;
-  options.driver = global.driver;
-  return Check(store::Store::Open(options));
+  return OpenStore(global, 1, &DescribeImageError);
 }
 
 std::string Megabytes(uint64_t bytes) {
@@ -61,22 +56,6 @@ LayerFacts Facts(store::Store& store, const store::Image& image) {
     }
   }
   return facts;
-}
-
-void PrintColumns(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths;
-  for (const auto& row : rows) {
-    widths.resize(std::max(widths.size(), row.size()), 0);
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
-    }
-    std::cout << line << "\n";
-  }
 }
 
 struct ImageArgs {
@@ -174,14 +153,12 @@ void AddRemove(CLI::App& image, GlobalOptions& global, ImageArgs& args) {
   cmd->callback([&global, &args] {
     auto store = OpenImageStore(global);
     store::ImageStore images(*store);
-    std::string last_error;
+    Failures failures;
     for (const auto& name : args.names) {
       auto removed = images.Remove(name);
-      if (removed) continue;
-      if (!last_error.empty()) std::cerr << "lamina: " << last_error << "\n";
-      last_error = DescribeImageError(removed.error());
+      if (!removed) failures.Add(DescribeImageError(removed.error()));
     }
-    if (!last_error.empty()) throw CommandError(last_error);
+    failures.ThrowIfAny();
   });
 }
 

@@ -3,7 +3,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "cli/cli.h"
+#include "cli/common.h"
 #include "drivers/driver.h"
 #include "store/store.h"
 
@@ -102,15 +102,11 @@ void AddInfoCommand(CLI::App& app, GlobalOptions& global) {
       "info", "show the host facts, every driver's verdict and the driver chosen");
   info->add_flag("--json", global.json, "print JSON for programs");
   info->callback([&global] {
-    store::OpenOptions options;
-    options.root = global.root;
-    options.driver = global.driver;
-    auto report = store::GatherInfo(options);
-    if (!report) throw CommandError(store::Describe(report.error()));
+    auto report = OrThrow(store::GatherInfo(StoreOptions(global)));
     if (global.json) {
-      std::cout << InfoJson(*report).dump(2) << "\n";
+      std::cout << InfoJson(report).dump(2) << "\n";
     } else {
-      PrintInfoText(*report);
+      PrintInfoText(report);
     }
   });
 }

@@ -5,16 +5,12 @@
 
 #include <cstdio>
 #include <cstring>
-#include <iomanip>
 #include <iostream>
-#include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
-#include <type_traits>
 #include <vector>
 
-#include "cli/cli.h"
+#include "cli/common.h"
 #include "common/fd.h"
 #include "common/scope_guard.h"
 #include "store/store.h"
@@ -22,36 +18,6 @@
 namespace lamina::cli {
 
 namespace {
-
-template <class T>
-T OrThrow(Result<T> result) {
-  if (!result) throw CommandError(store::Describe(result.error()));
-  if constexpr (!std::is_void_v<T>) return std::move(*result);
-}
-
-std::unique_ptr<store::Store> OpenStore(const GlobalOptions& global) {
-  store::OpenOptions options;
-  options.root = global.root;
-  options.driver = global.driver;
-  return OrThrow(store::Store::Open(options));
-}
-
-std::string HumanSize(uint64_t bytes) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
-    value /= 1024;
-    ++unit;
-  }
-  std::ostringstream out;
-  if (unit == 0) {
-    out << bytes << " B";
-  } else {
-    out << std::fixed << std::setprecision(1) << value << " " << kUnits[unit];
-  }
-  return out.str();
-}
 
 void PrintTable(const std::vector<store::LayerInfo>& layers) {
   std::vector<std::vector<std::string>> rows;
@@ -62,18 +28,7 @@ void PrintTable(const std::vector<store::LayerInfo>& layers) {
                     layer.created.substr(0, 19) + "Z", HumanSize(layer.size),
                     layer.writable ? "yes" : "no", diff_id});
   }
-  std::vector<size_t> widths(rows.front().size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
-    }
-    std::cout << line << "\n";
-  }
+  PrintColumns(rows);
 }
 
 // Options of the layer subcommands; they live as long as the app.
@@ -103,15 +58,12 @@ void AddRemove(CLI::App& layer, GlobalOptions& global, LayerArgs& args) {
   cmd->add_option("ID", args.ids, "layer ids")->required();
   cmd->callback([&global, &args] {
     auto store = OpenStore(global);
-    std::string last_error;
+    Failures failures;
     for (const auto& id : args.ids) {
       auto removed = store->RemoveLayer(id);
-      if (removed) continue;
-      // Report every failure; the last one goes out through CommandError.
-      if (!last_error.empty()) std::cerr << "lamina: " << last_error << "\n";
-      last_error = store::Describe(removed.error());
+      if (!removed) failures.Add(store::Describe(removed.error()));
     }
-    if (!last_error.empty()) throw CommandError(last_error);
+    failures.ThrowIfAny();
   });
 }
 

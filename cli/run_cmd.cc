@@ -1,6 +1,7 @@
 // `lamina run`, `lamina ps`, `lamina rm`, `lamina commit`: containers on the
 // store's layers (the runtime half of the launcher; see launcher/container.h).
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -8,11 +9,10 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 #include <string>
 #include <vector>
 
-#include "cli/cli.h"
+#include "cli/common.h"
 #include "common/fd.h"
 #include "common/fs.h"
 #include "common/scope_guard.h"
@@ -31,19 +31,6 @@ namespace {
 // Runtime errors exit 125 (as docker and podman do), so that they never
 // look like the command's own status.
 constexpr int kRunError = 125;
-
-template <class T>
-T OrThrow(Result<T> result, int status = 1) {
-  if (!result) throw CommandError(store::Describe(result.error()), status);
-  if constexpr (!std::is_void_v<T>) return std::move(*result);
-}
-
-std::unique_ptr<store::Store> OpenStore(const GlobalOptions& global, int status = 1) {
-  store::OpenOptions options;
-  options.root = global.root;
-  options.driver = global.driver;
-  return OrThrow(store::Store::Open(options), status);
-}
 
 // Cleans what killed launchers left behind (see store/containers.h).
 void CleanStale(store::Store& store) {
@@ -70,7 +57,8 @@ struct RunArgs {
 int RunContainer(GlobalOptions& global, const RunArgs& args) {
   launcher::ContainerSpec spec;
   // Options first: a usage error must not cost a layer.
-  if (!args.memory.empty()) spec.limits.memory_bytes = OrThrow(launcher::ParseMemory(args.memory), 2);
+  if (!args.memory.empty())
+    spec.limits.memory_bytes = OrThrow(launcher::ParseMemory(args.memory), 2);
   if (!args.cpus.empty()) spec.limits.cpus = OrThrow(launcher::ParseCpus(args.cpus), 2);
   if (args.pids > 0) spec.limits.pids = args.pids;
   spec.net = OrThrow(launcher::ParseNet(args.net), 2);
@@ -102,7 +90,8 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
 
   // The container's layer, and its record (which marks it for the cleanup
   // of a killed launcher).
-  std::string layer = OrThrow(store->CreateLayer(image.layers.back(), /*writable=*/true), kRunError);
+  std::string layer =
+      OrThrow(store->CreateLayer(image.layers.back(), /*writable=*/true), kRunError);
   spec.id = layer;
   bool keep = !args.name.empty();
   auto remove_layer = Defer([&] {
@@ -151,7 +140,7 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
     spec.env = launcher::MergeEnv(config.env, args.env, resolved.home);
     if (spec.tty) spec.env = launcher::MergeEnv(spec.env, {"TERM=xterm"}, resolved.home);
   }
-  spec.cwd = !args.workdir.empty() ? args.workdir
+  spec.cwd = !args.workdir.empty()        ? args.workdir
              : config.working_dir.empty() ? "/"
                                           : config.working_dir;
   if (spec.cwd.empty() || spec.cwd[0] != '/') {
@@ -198,7 +187,8 @@ void AddRun(CLI::App& app, GlobalOptions& global, RunArgs& args) {
   cmd->add_option("--pids", args.pids, "limit of processes and threads");
   cmd->add_option("--hostname", args.hostname, "the container's hostname");
   cmd->add_option("--net", args.net, "network: none (loopback only, default) or host");
-  cmd->add_option("-e,--env", args.env, "KEY=value (or KEY: take it from here)")->allow_extra_args(false);
+  cmd->add_option("-e,--env", args.env, "KEY=value (or KEY: take it from here)")
+      ->allow_extra_args(false);
   cmd->add_option("-w,--workdir", args.workdir, "working directory in the container");
   cmd->add_option("-u,--user", args.user, "user[:group] as name or number");
   cmd->add_option("-v,--volume", args.volumes, "HOST:CONTAINER[:ro] bind mount")
@@ -222,7 +212,8 @@ void AddRun(CLI::App& app, GlobalOptions& global, RunArgs& args) {
 std::string StatusText(const store::ContainerRecord& r, bool running) {
   if (running) return "running";
   if (r.state == "exited") {
-    return r.exit_status < 0 ? "exited (unknown)" : "exited (" + std::to_string(r.exit_status) + ")";
+    return r.exit_status < 0 ? "exited (unknown)"
+                             : "exited (" + std::to_string(r.exit_status) + ")";
   }
   return r.state;
 }
@@ -245,7 +236,8 @@ void AddPs(CLI::App& app, GlobalOptions& global) {
       std::cout << out.dump(2) << "\n";
       return;
     }
-    std::vector<std::vector<std::string>> rows = {{"NAME", "ID", "IMAGE", "STATUS", "CREATED", "COMMAND"}};
+    std::vector<std::vector<std::string>> rows = {
+        {"NAME", "ID", "IMAGE", "STATUS", "CREATED", "COMMAND"}};
     for (const auto& r : records) {
       std::string command;
       for (const auto& a : r.command) command += (command.empty() ? "" : " ") + a;
@@ -253,18 +245,7 @@ void AddPs(CLI::App& app, GlobalOptions& global) {
                       StatusText(r, containers.Running(r.id)), r.created.substr(0, 19) + "Z",
                       command});
     }
-    std::vector<size_t> widths(rows[0].size(), 0);
-    for (const auto& row : rows) {
-      for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-    }
-    for (const auto& row : rows) {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i) {
-        line += row[i];
-        if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
-      }
-      std::cout << line << "\n";
-    }
+    PrintColumns(rows);
   });
 }
 
@@ -275,19 +256,15 @@ void AddRm(CLI::App& app, GlobalOptions& global, std::vector<std::string>& names
     auto store = OpenStore(global);
     CleanStale(*store);
     store::ContainerStore containers(*store);
-    std::string last_error;
-    auto report = [&](const std::string& message) {
-      if (!last_error.empty()) std::cerr << "lamina: " << last_error << "\n";
-      last_error = message;
-    };
+    Failures failures;
     for (const auto& name : names) {
       auto record = containers.Find(name);
       if (!record) {
-        report(store::Describe(record.error()));
+        failures.Add(store::Describe(record.error()));
         continue;
       }
       if (containers.Running(record->id)) {
-        report("container " + name + " is running");
+        failures.Add("container " + name + " is running");
         continue;
       }
       if (record->mounted) {
@@ -297,13 +274,13 @@ void AddRm(CLI::App& app, GlobalOptions& global, std::vector<std::string>& names
       }
       auto removed = store->RemoveLayer(record->layer);
       if (!removed && removed.error().code() != ENOENT) {
-        report(store::Describe(removed.error()));
+        failures.Add(store::Describe(removed.error()));
         continue;
       }
       auto deleted = containers.Delete(record->id);
-      if (!deleted) report(deleted.error().message());
+      if (!deleted) failures.Add(deleted.error().message());
     }
-    if (!last_error.empty()) throw CommandError(last_error);
+    failures.ThrowIfAny();
   });
 }
 
