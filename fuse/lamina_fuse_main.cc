@@ -78,8 +78,8 @@ int Run(int argc, char** argv) {
     return Die(logging.error().message());
   }
   RaiseFileLimit();
-  // Modes in requests are already masked by the kernel (or must not be, with
-  // default ACLs); the daemon's own umask must not mask them again.
+  // The daemon's own work (copy-up, whiteouts, the workdir) sets modes
+  // explicitly; a create takes the caller's umask for its thread (DoMake).
   ::umask(0);
 
   auto created = UnionFs::Create(config);
@@ -94,8 +94,8 @@ int Run(int argc, char** argv) {
 
   fuse_session* se = fuse_session_new(&fargs, &fs->Ops(), sizeof(fuse_lowlevel_ops), fs.get());
   fuse_opt_free_args(&fargs);
-  if (se == nullptr) return Die("cannot create the FUSE session (options: " +
-                                FormatOptions(config) + ")");
+  if (se == nullptr)
+    return Die("cannot create the FUSE session (options: " + FormatOptions(config) + ")");
   auto destroy = Defer([&] { fuse_session_destroy(se); });
   fs->AttachSession(se);
 
@@ -120,7 +120,8 @@ int Run(int argc, char** argv) {
     if (loop == nullptr) return Die("out of memory");
     auto free_loop = Defer([&] { fuse_loop_cfg_destroy(loop); });
     fuse_loop_cfg_set_clone_fd(loop, cl.clone_fd ? 1 : 0);
-    if (cl.max_threads > 0) fuse_loop_cfg_set_max_threads(loop, static_cast<unsigned>(cl.max_threads));
+    if (cl.max_threads > 0)
+      fuse_loop_cfg_set_max_threads(loop, static_cast<unsigned>(cl.max_threads));
     if (cl.max_idle_threads >= 0) {
       fuse_loop_cfg_set_idle_threads(loop, static_cast<unsigned>(cl.max_idle_threads));
     }

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -23,12 +24,42 @@ namespace {
 
 unsigned char ModeToDtype(mode_t mode) { return static_cast<unsigned char>((mode & S_IFMT) >> 12); }
 
+// The caller's umask, for the creations of one request, in this thread only
+// (FUSE_CAP_DONT_MASK leaves the umask to us). The backing filesystem then
+// treats it as for a local create: ignored under a default ACL, applied
+// otherwise. Each loop thread gets a umask of its own by unshare(CLONE_FS)
+// once; where that fails, Mode() applies the umask itself (default ACLs then
+// see a masked mode, as without DONT_MASK).
+class CallerUmask {
+ public:
+  explicit CallerUmask(fuse_req_t req) : umask_(fuse_req_ctx(req)->umask & 0777) {
+    static thread_local const bool own_fs = ::unshare(CLONE_FS) == 0;
+    if (own_fs) {
+      previous_ = ::umask(umask_);
+      set_ = true;
+    }
+  }
+  ~CallerUmask() {
+    if (set_) ::umask(previous_);
+  }
+  CallerUmask(const CallerUmask&) = delete;
+  CallerUmask& operator=(const CallerUmask&) = delete;
+
+  // The mode to pass to the creating syscall.
+  mode_t Mode(mode_t mode) const { return set_ ? mode : mode & ~umask_; }
+
+ private:
+  mode_t umask_;
+  mode_t previous_ = 0;
+  bool set_ = false;
+};
+
 }  // namespace
 
 // The merged listing of a directory (without "." and ".."), in layer order,
 // each name once, whiteouts and format entries hidden.
 static Result<std::vector<DirEntry>> ListMerged(UnionFsImpl& fs, const NodeState& dir,
-                                               bool with_ino) {
+                                                bool with_ino) {
   std::vector<DirEntry> out;
   std::unordered_set<std::string> seen;
   std::string origin_xattr = fs.OriginXattr();
@@ -143,13 +174,15 @@ Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::strin
     if (over_whiteout) (void)MakeWhiteoutAt(dirfd, name);
   };
   mode_t type = mode & S_IFMT;
+  CallerUmask caller_umask(req);
+  mode_t perm = caller_umask.Mode(mode & 07777);
   Fd fd;
   switch (type) {
     case S_IFDIR:
       if (over_whiteout) {
         // Made in work/ and renamed in, so that the lower content never shows.
         std::string tmp = TempName();
-        if (::mkdirat(work_fd(), tmp.c_str(), mode & 07777) != 0) {
+        if (::mkdirat(work_fd(), tmp.c_str(), perm) != 0) {
           int saved = errno;
           restore_whiteout();
           return Fail(saved);
@@ -163,7 +196,7 @@ Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::strin
           restore_whiteout();
           return Fail(saved);
         }
-      } else if (::mkdirat(dirfd, name.c_str(), mode & 07777) != 0) {
+      } else if (::mkdirat(dirfd, name.c_str(), perm) != 0) {
         return FailErrno();
       }
       break;
@@ -176,9 +209,9 @@ Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::strin
       break;
     case S_IFREG:
       if (open_fd != nullptr) {
-        int flags = (open_flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY)) | O_CREAT |
-                    O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-        int raw = ::openat(dirfd, name.c_str(), flags, mode & 07777);
+        int flags = (open_flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY)) | O_CREAT | O_EXCL |
+                    O_NOFOLLOW | O_CLOEXEC;
+        int raw = ::openat(dirfd, name.c_str(), flags, perm);
         if (raw < 0) {
           int saved = errno;
           restore_whiteout();
@@ -189,7 +222,7 @@ Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::strin
       }
       [[fallthrough]];
     default:
-      if (::mknodat(dirfd, name.c_str(), mode, rdev) != 0) {
+      if (::mknodat(dirfd, name.c_str(), type | perm, rdev) != 0) {
         int saved = errno;
         restore_whiteout();
         return Fail(saved);
@@ -352,7 +385,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
     off_t next = static_cast<off_t>(i + 1);
     size_t used;
     if (!plus) {
-      struct stat st{};
+      struct stat st {};
       st.st_ino = ent.ino;
       st.st_mode = static_cast<mode_t>(ent.type) << 12;
       used = fuse_add_direntry(req, buf.data() + pos, size - pos, ent.name.c_str(), &st, next);

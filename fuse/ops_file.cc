@@ -1,4 +1,4 @@
-// File ops: create, open, read, write, flush, fsync, release, fallocate,
+// File ops: create, open, read, write, fsync, release, fallocate,
 // copy_file_range, lseek.
 
 #include <fcntl.h>
@@ -150,17 +150,6 @@ void WriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off,
   }
 }
 
-void Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
-  (void)ino;
-  // Closing a duplicate releases POSIX locks the way close(2) would.
-  int dup = ::dup(Handle(fi)->Get());
-  if (dup < 0) {
-    fuse_reply_err(req, errno);
-    return;
-  }
-  fuse_reply_err(req, ::close(dup) == 0 ? 0 : errno);
-}
-
 void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) noexcept {
   (void)ino;
   UnionFsImpl* fs = UnionFsImpl::From(req);
@@ -222,7 +211,9 @@ void FillFileOps(fuse_lowlevel_ops& ops) {
   ops.open = OpenFile;
   ops.read = Read;
   ops.write_buf = WriteBuf;
-  ops.flush = Flush;
+  // No flush: locks are the kernel's own (no FUSE_CAP_POSIX_LOCKS), so
+  // there is nothing to release on close, and the kernel stops sending
+  // FLUSH after the first ENOSYS (one request less per close).
   ops.fsync = Fsync;
   ops.release = Release;
   ops.fallocate = Fallocate;

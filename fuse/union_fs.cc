@@ -32,6 +32,14 @@ void Init(void* userdata, fuse_conn_info* conn) {
   want(FUSE_CAP_PARALLEL_DIROPS);
   want(FUSE_CAP_ASYNC_READ);
   want(FUSE_CAP_CACHE_SYMLINKS);
+  // The kernel caches ACLs (negative answers too, so `ls -l` asks for
+  // system.posix_acl_access once per file, not on every listing) and
+  // enforces them in its permission checks, as on the kernel overlay.
+  // Without xattrs the kernel could not read them, so not then.
+  if (!config.noacl && !config.noxattrs) want(FUSE_CAP_POSIX_ACL);
+  // The umask reaches us unapplied; DoMake creates with the caller's umask
+  // so that the backing filesystem ignores it under a default ACL.
+  want(FUSE_CAP_DONT_MASK);
   // Our own operations never change content behind the kernel's back, and
   // where they do (hard link copy-up) we invalidate explicitly.
   want(FUSE_CAP_EXPLICIT_INVAL_DATA);
@@ -203,9 +211,7 @@ std::string UnionFsImpl::TempName() {
   return temp_prefix_ + std::to_string(temp_counter_.fetch_add(1));
 }
 
-std::string UnionFsImpl::OriginXattr() const {
-  return OverlayXattrPrefix(ns_) + "lamina.origin";
-}
+std::string UnionFsImpl::OriginXattr() const { return OverlayXattrPrefix(ns_) + "lamina.origin"; }
 
 std::string UnionFsImpl::IndexName(dev_t dev, ino_t ino) const {
   return std::to_string(static_cast<uint64_t>(dev)) + "-" + std::to_string(ino);

@@ -12,9 +12,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -127,6 +129,67 @@ std::string WriteAt(const std::string& root, const std::string& rel, int flags,
                          : ::pwrite(fd, data.data(), data.size(), offset);
   if (n < 0) return "write " + ErrName(errno);
   return "wrote " + std::to_string(n);
+}
+
+// Runs `body` in a child process with the ids `uid`:`uid` (no supplementary
+// groups) and `mask` as umask, and returns what it returned.
+std::string AsUser(uid_t uid, mode_t mask, const std::function<std::string()>& body) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return "pipe " + ErrName(errno);
+  Fd read_end(fds[0]);
+  Fd write_end(fds[1]);
+  pid_t pid = ::fork();
+  if (pid < 0) return "fork " + ErrName(errno);
+  if (pid == 0) {
+    std::string out;
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0) {
+      out = "setuid " + ErrName(errno);
+    } else {
+      ::umask(mask);
+      out = body();
+    }
+    (void)!::write(write_end.get(), out.data(), out.size());
+    ::_exit(0);
+  }
+  write_end = Fd();
+  std::string out;
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(read_end.get(), buf, sizeof(buf))) > 0)
+    out.append(buf, static_cast<size_t>(n));
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return out;
+}
+
+// A POSIX ACL in its xattr form (system.posix_acl_access / _default).
+struct AclEntry {
+  uint16_t tag;  // ACL_USER_OBJ 1, ACL_USER 2, ACL_GROUP_OBJ 4, ACL_MASK 0x10, ACL_OTHER 0x20
+  uint16_t perm;
+  uint32_t id = static_cast<uint32_t>(-1);
+};
+std::string AclXattr(const std::vector<AclEntry>& entries) {
+  std::string out;
+  auto put = [&out](uint32_t value, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+  };
+  put(2, 4);  // version
+  for (const auto& e : entries) {
+    put(e.tag, 2);
+    put(e.perm, 2);
+    put(e.id, 4);
+  }
+  return out;
+}
+
+// Mode bits of a path, in octal ("ENOENT" etc. when it cannot be stat'ed).
+std::string ModeOf(int dirfd, const std::string& rel) {
+  struct stat st;
+  if (::fstatat(dirfd, rel.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return ErrName(errno);
+  std::ostringstream out;
+  out << std::oct << (st.st_mode & 07777);
+  return out.str();
 }
 
 // ---- the layers used by the cases ----
@@ -535,6 +598,62 @@ TEST_P(UnionConformance, LongNamesAndDeepPaths) {
   };
   std::string oracle = Same(deep).oracle;
   EXPECT_NE(oracle.find("relative=0 over=ENAMETOOLONG"), std::string::npos) << oracle;
+}
+
+// POSIX ACLs: an ACL entry grants what the mode bits alone do not, and a
+// parent's default ACL takes the place of the umask for new entries. The
+// kernel enforces the first, the backing filesystem does the second.
+TEST_P(UnionConformance, AclsGrantAccessAndDefaultAclsReplaceTheUmask) {
+  const std::string access =
+      AclXattr({{0x01, 6}, {0x02, 4, 4242}, {0x04, 0}, {0x10, 4}, {0x20, 0}});
+  const std::string inherit = AclXattr({{0x01, 7}, {0x04, 7}, {0x20, 7}});
+  std::string set = Same([&](auto& r) {
+                      return std::string(
+                          Out() << Rc(::lsetxattr((r + "/a").c_str(), "system.posix_acl_access",
+                                                  access.data(), access.size(), 0))
+                                << Rc(::mkdir((r + "/dacl").c_str(), 0755))
+                                << Rc(::lsetxattr((r + "/dacl").c_str(), "system.posix_acl_default",
+                                                  inherit.data(), inherit.size(), 0))
+                                << Rc(::mkdir((r + "/plain").c_str(), 0755)));
+                    }).oracle;
+  if (set.starts_with("EOPNOTSUPP")) GTEST_SKIP() << "the store's filesystem has no POSIX ACLs";
+  ASSERT_EQ(set, "0000");
+  // The ACL's mask shows as the group bits.
+  EXPECT_EQ(Same([](auto& r) { return Describe(r, "a", {}).substr(0, 9); }).oracle, "a: 100640");
+  // Paths relative to an fd opened here: the test directory itself may be
+  // closed to other users.
+  auto opens = [](auto& r) {
+    Fd root(::open(r.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    auto try_read = [&root] {
+      int fd = ::openat(root.get(), "a", O_RDONLY | O_CLOEXEC);
+      std::string rc = fd >= 0 ? "0" : ErrName(errno);
+      if (fd >= 0) ::close(fd);
+      return rc;
+    };
+    return std::string(Out() << AsUser(4242, 022, try_read) << " " << AsUser(4343, 022, try_read));
+  };
+  EXPECT_EQ(Same(opens).oracle, "0 EACCES");
+  auto creates = [](auto& r) {
+    Fd root(::open(r.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    return AsUser(0, 077, [&root] {
+      std::string out;
+      for (const char* dir : {"dacl", "plain"}) {
+        std::string f = std::string(dir) + "/f";
+        std::string sub = std::string(dir) + "/sub";
+        std::string node = std::string(dir) + "/fifo";
+        int fd = ::openat(root.get(), f.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd >= 0) ::close(fd);
+        ::mkdirat(root.get(), sub.c_str(), 0777);
+        ::mknodat(root.get(), node.c_str(), S_IFIFO | 0666, 0);
+        out += std::string(Out() << f << "=" << ModeOf(root.get(), f) << " " << sub << "="
+                                 << ModeOf(root.get(), sub) << " " << node << "="
+                                 << ModeOf(root.get(), node) << " ");
+      }
+      return out;
+    });
+  };
+  EXPECT_EQ(Same(creates).oracle,
+            "dacl/f=666 dacl/sub=777 dacl/fifo=666 plain/f=600 plain/sub=700 plain/fifo=600 ");
 }
 
 // Rootless: both stacks built and used by the unprivileged lamina-test
