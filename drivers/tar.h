@@ -28,7 +28,8 @@ enum class WhiteoutMode {
 struct ApplyOptions {
   WhiteoutMode whiteouts = WhiteoutMode::kUnion;
   XattrNamespace xattr_ns = XattrNamespace::kTrusted;
-  // chown entries to the tar's uid/gid. When false (rootless), ownership that
+  // chown entries to the tar's uid/gid. When false (rootless), or when an id
+  // has no mapping in this user namespace (chown's EINVAL), ownership that
   // cannot be set is recorded in user.containers.override_stat instead.
   bool same_owner = true;
   // Limits against hostile input: a larger entry or total fails with EFBIG.

@@ -104,8 +104,8 @@ class Applier {
                              const std::string& base, const std::string& entry_name);
   Result<void> EmptyOpaqueDir(int dirfd, const std::string& dir);
   Result<void> WriteData(struct archive* tar, int fd, int64_t size, const std::string& name);
-  Result<void> SetMetadata(struct archive_entry* entry, int dirfd, const std::string& base,
-                           int fd, mode_t type, const std::string& name);
+  Result<void> SetMetadata(struct archive_entry* entry, int dirfd, const std::string& base, int fd,
+                           mode_t type, const std::string& name);
 
   int root_;
   const ApplyOptions& options_;
@@ -202,12 +202,11 @@ Result<Fd> Applier::ParentDir(const std::string& parent, const std::string& name
       next = OpenInRoot(root_, prefix, kFlags);
     }
     if (!next) {
-      std::string hint = next.error().code() == ENOENT
-                             ? " (a symlink whose target is not in the layer?)"
-                             : "";
-      return Fail(EntryError(next.error().code(), name,
-                             "parent directory " + prefix + hint + ": " +
-                                 std::strerror(next.error().code())));
+      std::string hint =
+          next.error().code() == ENOENT ? " (a symlink whose target is not in the layer?)" : "";
+      return Fail(EntryError(
+          next.error().code(), name,
+          "parent directory " + prefix + hint + ": " + std::strerror(next.error().code())));
     }
     cur = std::move(*next);
   }
@@ -284,9 +283,8 @@ int SetXattrAt(int dirfd, const std::string& base, const char* name, const void*
   return ::lsetxattr((ProcFdPath(dirfd) + "/" + base).c_str(), name, value, size, 0);
 }
 
-Result<void> Applier::SetMetadata(struct archive_entry* entry, int dirfd,
-                                  const std::string& base, int fd, mode_t type,
-                                  const std::string& name) {
+Result<void> Applier::SetMetadata(struct archive_entry* entry, int dirfd, const std::string& base,
+                                  int fd, mode_t type, const std::string& name) {
   const bool is_link = type == S_IFLNK;
   const char* at_name = base.empty() ? "" : base.c_str();
   const int at_flags = base.empty() ? AT_EMPTY_PATH : 0;
@@ -294,10 +292,14 @@ Result<void> Applier::SetMetadata(struct archive_entry* entry, int dirfd,
   gid_t gid = static_cast<gid_t>(archive_entry_gid(entry));
   mode_t perm = archive_entry_perm(entry) & 07777;
 
+  bool owner_set = false;
   if (options_.same_owner) {
     int r = fd >= 0 ? ::fchown(fd, uid, gid)
                     : ::fchownat(dirfd, at_name, uid, gid, AT_SYMLINK_NOFOLLOW | at_flags);
-    if (r != 0) return Fail(Error(errno, "tar entry '" + name + "': chown"));
+    // EINVAL: the id has no mapping in this user namespace (root of a
+    // namespace with a single-id map); recorded below like a rootless owner.
+    if (r != 0 && errno != EINVAL) return Fail(Error(errno, "tar entry '" + name + "': chown"));
+    owner_set = r == 0;
   }
   // chown dropped setuid/setgid bits: chmod after it. Directories: in Finish.
   if (!is_link && type != S_IFDIR) {
@@ -305,7 +307,7 @@ Result<void> Applier::SetMetadata(struct archive_entry* entry, int dirfd,
     if (r != 0 && base.empty()) r = ::chmod(ProcFdPath(dirfd).c_str(), perm);
     if (r != 0) return Fail(Error(errno, "tar entry '" + name + "': chmod"));
   }
-  if (!options_.same_owner && !is_link && (uid != ::geteuid() || gid != ::getegid())) {
+  if (!owner_set && !is_link && (uid != ::geteuid() || gid != ::getegid())) {
     char value[64];
     std::snprintf(value, sizeof(value), "%u:%u:0%o", uid, gid, perm);
     if (SetXattrAt(dirfd, base, kOverrideStatXattr.data(), value, std::strlen(value)) != 0) {
@@ -340,8 +342,7 @@ Result<void> Applier::SetMetadata(struct archive_entry* entry, int dirfd,
     times[0] = times[1];
   }
   if (type == S_IFDIR) return {};  // set after the children, in Finish
-  int r = fd >= 0 ? ::futimens(fd, times)
-                  : ::utimensat(dirfd, at_name, times, AT_SYMLINK_NOFOLLOW);
+  int r = fd >= 0 ? ::futimens(fd, times) : ::utimensat(dirfd, at_name, times, AT_SYMLINK_NOFOLLOW);
   if (r != 0) return Fail(Error(errno, "tar entry '" + name + "': set times"));
   return {};
 }
@@ -447,9 +448,9 @@ Result<void> Applier::Apply(struct archive* tar, struct archive_entry* entry) {
     case AE_IFCHR:
     case AE_IFBLK:
     case AE_IFIFO: {
-      dev_t dev = type == AE_IFIFO ? 0
-                                   : makedev(archive_entry_rdevmajor(entry),
-                                             archive_entry_rdevminor(entry));
+      dev_t dev = type == AE_IFIFO
+                      ? 0
+                      : makedev(archive_entry_rdevmajor(entry), archive_entry_rdevminor(entry));
       mode_t kind = type == AE_IFCHR ? S_IFCHR : type == AE_IFBLK ? S_IFBLK : S_IFIFO;
       if (::mknodat(pfd, cbase, kind | 0600, dev) != 0) {
         int err = errno;
@@ -486,7 +487,8 @@ Result<void> Applier::Finish() {
   // Deepest first is not needed (setting a directory's times does not touch
   // its parent), but a directory removed or replaced later is skipped.
   for (const auto& [path, t] : dir_times_) {
-    auto fd = path.empty() ? Dup(root_) : OpenInRoot(root_, path, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+    auto fd =
+        path.empty() ? Dup(root_) : OpenInRoot(root_, path, O_PATH | O_DIRECTORY | O_NOFOLLOW);
     if (!fd) {
       if (fd.error().code() == ENOENT || fd.error().code() == ENOTDIR ||
           fd.error().code() == ELOOP) {
@@ -546,10 +548,13 @@ Result<ApplyResult> ApplyTar(int tar_fd, const std::string& target_dir,
     if (r == ARCHIVE_WARN) {
       spdlog::warn("layer tar: {}", ArchiveMessage(tar.get()));
     } else if (r != ARCHIVE_OK) {
-      std::string last = applier.stats().entries ? " (after " + std::to_string(applier.stats().entries) + " entries)" : "";
-      if (!stream.raw_error.empty()) return Fail(EIO, "read layer tar" + last + ": " + stream.raw_error);
-      return Fail(EINVAL, "layer tar is corrupt or truncated" + last + ": " +
-                              ArchiveMessage(tar.get()));
+      std::string last = applier.stats().entries
+                             ? " (after " + std::to_string(applier.stats().entries) + " entries)"
+                             : "";
+      if (!stream.raw_error.empty())
+        return Fail(EIO, "read layer tar" + last + ": " + stream.raw_error);
+      return Fail(EINVAL,
+                  "layer tar is corrupt or truncated" + last + ": " + ArchiveMessage(tar.get()));
     }
     LAMINA_CHECK(applier.Apply(tar.get(), entry));
   }

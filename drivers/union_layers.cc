@@ -1,9 +1,9 @@
 #include "drivers/union_layers.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
-
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <set>
 #include <utility>
@@ -52,7 +52,9 @@ Result<TarStats> UnionLayerApplyDiff(const LayerHome& home, const std::string& i
   ApplyOptions options;
   options.whiteouts = WhiteoutMode::kUnion;
   options.xattr_ns = xattr_ns;
-  options.same_owner = xattr_ns == XattrNamespace::kTrusted;
+  // Root of a user namespace (rootless overlay, lamina-fuse in a namespace)
+  // owns what its id map allows; ids it cannot set go to override_stat.
+  options.same_owner = ::geteuid() == 0;
   auto applied = ApplyTar(tar_fd, home.DiffDir(id), options);
   if (!applied) return Fail(applied.error().Wrap("apply diff to layer " + id));
   return applied->stats;
@@ -60,8 +62,8 @@ Result<TarStats> UnionLayerApplyDiff(const LayerHome& home, const std::string& i
 
 namespace {
 
-Result<void> SumBlocks(int dirfd, const std::string& path,
-                       std::set<std::pair<dev_t, ino_t>>& seen, uint64_t& total) {
+Result<void> SumBlocks(int dirfd, const std::string& path, std::set<std::pair<dev_t, ino_t>>& seen,
+                       uint64_t& total) {
   auto names = LAMINA_TRY(ListDir(dirfd));
   for (const auto& name : names) {
     struct stat st;

@@ -2,10 +2,10 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
-#include <pwd.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -16,6 +16,7 @@
 #include "common/hash.h"
 #include "drivers/format.h"
 #include "drivers/tar.h"
+#include "tests/support/conformance_userns.h"
 #include "tests/support/tar_builder.h"
 #include "tests/support/test_util.h"
 
@@ -54,8 +55,13 @@ class TarApplyTest : public ::testing::Test {
 TEST_F(TarApplyTest, RegularFilesDirsAndMetadata) {
   TarBuilder b;
   b.Dir("etc/", 0750);
-  b.Add({.path = "etc/passwd", .data = "root:x:0:0\n", .mode = 0640, .uid = 12, .gid = 34,
-         .mtime = 1600000000, .mtime_nsec = 123456789});
+  b.Add({.path = "etc/passwd",
+         .data = "root:x:0:0\n",
+         .mode = 0640,
+         .uid = 12,
+         .gid = 34,
+         .mtime = 1600000000,
+         .mtime_nsec = 123456789});
   b.Add({.path = "bin/su", .data = "ELF", .mode = 04755});
   auto res = ApplyBytes(b.Finish());
   ASSERT_TRUE(res.has_value()) << res.error().message();
@@ -124,7 +130,9 @@ TEST_F(TarApplyTest, XattrsFromPaxHeaders) {
   TarBuilder b;
   b.Add({.path = "f", .data = "x", .xattrs = {{"user.test", "value"}, {"trusted.mine", "t"}}});
   // A tar must not forge the union format's own markers.
-  b.Add({.path = "d", .type = TarEntry::Type::kDir, .mode = 0755,
+  b.Add({.path = "d",
+         .type = TarEntry::Type::kDir,
+         .mode = 0755,
          .xattrs = {{"trusted.overlay.opaque", "y"}}});
   auto res = ApplyBytes(b.Finish());
   ASSERT_TRUE(res.has_value()) << res.error().message();
@@ -350,6 +358,36 @@ TEST_F(TarApplyTest, RootlessApplyAsNobody) {
     EXPECT_TRUE(Exists("ro/.wh.gone"));
   }
   EXPECT_EQ(*GetXattr(T("opq"), "user.overlay.opaque"), "y");
+}
+
+// Root of a user namespace that maps only itself (a rootless user without
+// sub-ids): chown to an unmapped id is EINVAL, and the owner is recorded
+// in override_stat instead, as for a rootless apply; mapped ids are set.
+TEST_F(TarApplyTest, UnmappedOwnersInAUserNamespaceGoToOverrideStat) {
+  std::string why = test::RootlessUnavailableReason();
+  if (!why.empty()) GTEST_SKIP() << why;
+  uid_t uid = test::TestUserUid();
+  ASSERT_EQ(::chown(target_.c_str(), uid, uid), 0);
+  TarBuilder b;
+  b.Add({.path = "mapped", .data = "x", .mode = 0640, .uid = 0, .gid = 0});
+  b.Add({.path = "unmapped", .data = "y", .mode = 04750, .uid = 1234, .gid = 5678});
+  std::string file = tmp_.Sub("layer.tar");
+  test::WriteTarFile(file, b.Finish());
+  auto child = test::RunInUserNamespace(uid, uid, [&]() -> std::string {
+    auto fd = Open(file, O_RDONLY);
+    if (!fd) return fd.error().message();
+    ApplyOptions options;
+    options.xattr_ns = XattrNamespace::kUser;
+    options.same_owner = true;
+    auto res = ApplyTar(fd->get(), target_, options);
+    return res ? "ok" : res.error().message();
+  });
+  ASSERT_TRUE(child.setup_error.empty()) << child.setup_error;
+  ASSERT_EQ(child.output, "ok");
+  EXPECT_EQ(Lstat("mapped").st_uid, uid);
+  EXPECT_FALSE(GetXattr(T("mapped"), std::string(kOverrideStatXattr)).has_value());
+  EXPECT_EQ(Lstat("unmapped").st_uid, uid);
+  EXPECT_EQ(*GetXattr(T("unmapped"), std::string(kOverrideStatXattr)), "1234:5678:04750");
 }
 
 TEST_F(TarApplyTest, EmptyLayersApply) {
