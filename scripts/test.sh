@@ -8,6 +8,9 @@ cd "$LAMINA_SRC"
 "$LAMINA_SRC/scripts/install-deps.sh"
 "$LAMINA_SRC/scripts/setup-test-env.sh"
 "$LAMINA_SRC/scripts/build.sh" ci
+# The `rootless` entries run the conformance and integration binaries as
+# lamina-test (tests/support/as_test_user.sh): it must reach the build tree.
+grant_test_user_access "$LAMINA_SRC/build-ci"
 step "running the test suite"
-# Tests run as root; the rootless ones drop to the lamina-test account themselves.
+# Tests run as root; the `rootless` entries run the same binaries as lamina-test.
 exec ctest --preset ci -j "$(nproc)" "$@"

@@ -137,7 +137,9 @@ class Background {
 class RunTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (!test::IsRoot()) GTEST_SKIP() << "these tests run as root (rootless ones use lamina-test)";
+    // Unprivileged (the rootless ctest entries run every case as
+    // lamina-test): the same runs, with what a rootless user has.
+    rootless_ = !test::IsRoot();
     driver_ = GetParam();
     std::string reason = DriverUnusable(driver_, dir_.Sub("probe"));
     if (!reason.empty()) GTEST_SKIP() << "driver " << driver_ << " is not usable here: " << reason;
@@ -148,6 +150,35 @@ class RunTest : public ::testing::TestWithParam<std::string> {
   }
 
   std::string Root() const { return dir_.Sub("store"); }
+
+  // Rootless without a delegated cgroup, a limit is refused with lamina's
+  // own message and nothing is left behind; true (the caller skips the
+  // rest) when that is what happened.
+  bool LimitRefusedRootless(const std::string& option, const std::string& value) {
+    if (!rootless_) return false;
+    EXPECT_EQ(Sh("true").status, 0);  // the image exists: only a container layer could leak
+    size_t layers = Layers().size();
+    CommandResult r = RunBox({option, value, "busybox", "true"});
+    if (r.status == 0) return false;  // a delegated cgroup: the limit works
+    EXPECT_EQ(r.status, 125) << Describe(r);
+    EXPECT_NE(r.err.find(option + " needs a delegated cgroup; not available for this user"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(Layers().size(), layers);
+    return true;
+  }
+
+  // A rootless fuse run: lamina-fuse, mounted by the user outside the
+  // container's user namespace, shows the store's owners untranslated (no
+  // uidmapping= for the container's id map) and to the user alone (no
+  // allow_other), so root in the container cannot change the image's
+  // root-owned files and other container users cannot reach the tree at
+  // all. A known bug of rootless `run --driver fuse` (reported); the cases
+  // that meet it skip with this reason until the launcher maps the ids.
+  bool RootlessFuseIdsUnmapped() const { return rootless_ && driver_ == "fuse"; }
+  static constexpr const char* kRootlessFuseIds =
+      "known bug: rootless fuse runs show the store's owners unmapped (no uidmapping=, no "
+      "allow_other for the container's ids)";
 
   std::vector<std::string> Argv(const std::vector<std::string>& args) const {
     std::vector<std::string> argv = {test::LaminaBinary(), "--root", Root(), "--driver", driver_};
@@ -176,6 +207,7 @@ class RunTest : public ::testing::TestWithParam<std::string> {
   }
 
   std::string driver_;
+  bool rootless_ = false;
   TempDir dir_{"lamina-run"};
 };
 
@@ -228,6 +260,7 @@ TEST_P(RunTest, HostMountsAndProcessesAreInvisible) {
 }
 
 TEST_P(RunTest, WritesLandInTheContainerLayerOnly) {
+  if (RootlessFuseIdsUnmapped()) GTEST_SKIP() << kRootlessFuseIds;
   // The image's layers as tars, before and after.
   ASSERT_EQ(Sh("true").status, 0);
   auto image_layers = [&] {
@@ -281,6 +314,9 @@ TEST_P(RunTest, WhiteoutAndOpaqueDirOfAnImageHideWhatTheyMust) {
 }
 
 TEST_P(RunTest, MemoryHogIsKilledAtTheLimit) {
+  if (LimitRefusedRootless("--memory", "64m")) {
+    GTEST_SKIP() << "rootless without a delegated cgroup: --memory is refused (checked)";
+  }
   CommandResult r = Sh("head -c 300m /dev/zero | sort > /dev/null; echo unreachable", {"--memory", "64m"});
   // The shell goes on after its pipeline died; what matters is how it died.
   EXPECT_NE(r.out.find("unreachable"), std::string::npos) << Describe(r);
@@ -292,6 +328,9 @@ TEST_P(RunTest, MemoryHogIsKilledAtTheLimit) {
 }
 
 TEST_P(RunTest, ForkBombStopsAtThePidsLimit) {
+  if (LimitRefusedRootless("--pids", "32")) {
+    GTEST_SKIP() << "rootless without a delegated cgroup: --pids is refused (checked)";
+  }
   auto start = std::chrono::steady_clock::now();
   // The bomb in a subshell (ash gives up when a fork fails); the shell
   // counts what runs with builtins only.
@@ -307,6 +346,9 @@ TEST_P(RunTest, ForkBombStopsAtThePidsLimit) {
 }
 
 TEST_P(RunTest, CpuLimitThrottles) {
+  if (LimitRefusedRootless("--cpus", "0.2")) {
+    GTEST_SKIP() << "rootless without a delegated cgroup: --cpus is refused (checked)";
+  }
   // One second of a busy loop; `times` gives the children's CPU time.
   CommandResult r = Sh("timeout 1 sh -c 'while :; do :; done'; times", {"--cpus", "0.2"});
   ASSERT_EQ(r.status, 0) << Describe(r);
@@ -399,6 +441,7 @@ TEST_P(RunTest, ContainerCannotWriteHostFilesOutsideItsRoot) {
 }
 
 TEST_P(RunTest, EnvWorkdirUserReadOnlyAndCapabilities) {
+  if (RootlessFuseIdsUnmapped()) GTEST_SKIP() << kRootlessFuseIds;
   CommandResult r = Sh("echo $FOO; pwd; id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs)' "
                        "/proc/self/status",
                        {"-e", "FOO=bar", "-w", "/tmp", "-u", "nobody"});
@@ -421,6 +464,7 @@ TEST_P(RunTest, EnvWorkdirUserReadOnlyAndCapabilities) {
 }
 
 TEST_P(RunTest, UserNamespaceOnRequestForRoot) {
+  if (rootless_) GTEST_SKIP() << "--userns is for root: a rootless run always has one";
   CommandResult r = Sh("cat /proc/self/uid_map; id -u; touch /x && echo wrote", {"--userns"});
   ASSERT_EQ(r.status, 0) << Describe(r);
   auto lines = Lines(r.out);
@@ -485,7 +529,11 @@ TEST_P(RunTest, TerminalWithDashT) {
 TEST_P(RunTest, KilledLauncherLeavesALayerTheNextRunCleans) {
   ASSERT_EQ(Sh("true").status, 0);
   size_t image_layers = Layers().size();
-  Background bg(Argv({"run", "--memory", "32m", "busybox", "sh", "-c", "echo ready; sleep 60"}));
+  // As root with a memory limit, so that there are cgroups to clean too.
+  std::vector<std::string> run = {"run"};
+  if (!rootless_) run.insert(run.end(), {"--memory", "32m"});
+  run.insert(run.end(), {"busybox", "sh", "-c", "echo ready; sleep 60"});
+  Background bg(Argv(run));
   ASSERT_TRUE(bg.WaitFor("ready")) << bg.output();
   EXPECT_EQ(Layers().size(), image_layers + 1);
   ::kill(bg.pid(), SIGKILL);
@@ -504,6 +552,7 @@ TEST_P(RunTest, KilledLauncherLeavesALayerTheNextRunCleans) {
 
 // Rootless: the real binary as the project's unprivileged account.
 TEST_P(RunTest, Rootless) {
+  if (rootless_) GTEST_SKIP() << "unprivileged already: every case of this run is rootless";
   uid_t uid = test::TestUserUid();
   if (uid == 0) GTEST_SKIP() << "no lamina-test account (scripts/setup-test-env.sh makes it)";
   std::string home = dir_.Sub("rootless");
