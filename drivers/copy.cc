@@ -41,9 +41,18 @@ bool CopyRangeUnsupported(int err) {
          err == ETXTBSY;
 }
 
+// How much is copied between two write-behind kicks.
+constexpr off_t kWriteBehindChunk = off_t{8} << 20;
+
+// Starts the writeback of [off, off + len) of dst without waiting for it.
+void StartWriteBack(int dst, off_t off, off_t len) {
+  (void)::sync_file_range(dst, off, len, SYNC_FILE_RANGE_WRITE);
+}
+
 // Returns the offset reached (short of `end` when the source shrank).
-Result<off_t> ReadWriteRange(int src, int dst, off_t off, off_t end) {
+Result<off_t> ReadWriteRange(int src, int dst, off_t off, off_t end, bool write_behind) {
   constexpr size_t kChunk = size_t{1} << 20;
+  off_t kicked = off;
   std::vector<char> buf(static_cast<size_t>(std::min<off_t>(end - off, kChunk)));
   while (off < end) {
     size_t want = static_cast<size_t>(std::min<off_t>(end - off, static_cast<off_t>(buf.size())));
@@ -64,6 +73,10 @@ Result<off_t> ReadWriteRange(int src, int dst, off_t off, off_t end) {
       done += static_cast<size_t>(w);
     }
     off += n;
+    if (write_behind && off - kicked >= kWriteBehindChunk) {
+      StartWriteBack(dst, kicked, off - kicked);
+      kicked = off;
+    }
   }
   return off;
 }
@@ -71,11 +84,13 @@ Result<off_t> ReadWriteRange(int src, int dst, off_t off, off_t end) {
 // Copies [off, end) of src to the same offsets in dst; switches *method to
 // kReadWrite for good when copy_file_range cannot serve this pair of files.
 // Returns the offset reached.
-Result<off_t> CopyRange(int src, int dst, off_t off, off_t end, CopyMethod* method) {
+Result<off_t> CopyRange(int src, int dst, off_t off, off_t end, CopyMethod* method,
+                        bool write_behind) {
   while (off < end && *method == CopyMethod::kCopyFileRange) {
     loff_t in = off;
     loff_t out = off;
-    ssize_t n = ::copy_file_range(src, &in, dst, &out, static_cast<size_t>(end - off), 0);
+    off_t want = write_behind ? std::min(end - off, kWriteBehindChunk) : end - off;
+    ssize_t n = ::copy_file_range(src, &in, dst, &out, static_cast<size_t>(want), 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (CopyRangeUnsupported(errno)) {
@@ -85,15 +100,16 @@ Result<off_t> CopyRange(int src, int dst, off_t off, off_t end, CopyMethod* meth
       return FailErrno("copy_file_range");
     }
     if (n == 0) return off;  // the source shrank
+    if (write_behind) StartWriteBack(dst, off, n);
     off += n;
   }
-  if (off < end) return ReadWriteRange(src, dst, off, end);
+  if (off < end) return ReadWriteRange(src, dst, off, end, write_behind);
   return off;
 }
 
 }  // namespace
 
-Result<CopyMethod> CopyFileData(int src_fd, int dst_fd, uint64_t size) {
+Result<CopyMethod> CopyFileData(int src_fd, int dst_fd, uint64_t size, const CopyOptions& options) {
   const off_t end = static_cast<off_t>(size);
   auto set_size = [&]() -> Result<void> {
     if (::ftruncate(dst_fd, end) != 0) return FailErrno("truncate copy to " + std::to_string(size));
@@ -115,7 +131,7 @@ Result<CopyMethod> CopyFileData(int src_fd, int dst_fd, uint64_t size) {
   bool dense = static_cast<uint64_t>(st.st_blocks) * 512 >= size;
   off_t reached = 0;  // the end of the last byte written
   if (dense) {
-    reached = LAMINA_TRY(CopyRange(src_fd, dst_fd, 0, end, &method));
+    reached = LAMINA_TRY(CopyRange(src_fd, dst_fd, 0, end, &method, options.write_behind));
   } else {
     off_t off = 0;
     while (off < end) {
@@ -133,7 +149,7 @@ Result<CopyMethod> CopyFileData(int src_fd, int dst_fd, uint64_t size) {
         hole = end;
       }
       hole = std::min(hole, end);
-      reached = LAMINA_TRY(CopyRange(src_fd, dst_fd, data, hole, &method));
+      reached = LAMINA_TRY(CopyRange(src_fd, dst_fd, data, hole, &method, options.write_behind));
       if (reached < hole) break;  // the source shrank
       off = hole;
     }

@@ -57,7 +57,8 @@ struct CopyOutcome {
 };
 
 // Copies src to dst with CopyFileData; fails the test on error.
-std::optional<CopyOutcome> CopyAndCheck(const std::string& src, const std::string& dst) {
+std::optional<CopyOutcome> CopyAndCheck(const std::string& src, const std::string& dst,
+                                        const CopyOptions& options = {}) {
   auto in = Open(src, O_RDONLY);
   EXPECT_TRUE(in) << in.error().message();
   if (!in) return std::nullopt;
@@ -66,7 +67,7 @@ std::optional<CopyOutcome> CopyAndCheck(const std::string& src, const std::strin
   if (!out) return std::nullopt;
   struct stat st;
   EXPECT_EQ(::fstat(in->get(), &st), 0);
-  auto method = CopyFileData(in->get(), out->get(), static_cast<uint64_t>(st.st_size));
+  auto method = CopyFileData(in->get(), out->get(), static_cast<uint64_t>(st.st_size), options);
   EXPECT_TRUE(method) << method.error().message();
   if (!method) return std::nullopt;
   EXPECT_EQ(::fsync(out->get()), 0);
@@ -110,6 +111,38 @@ TEST(CopyFileDataTest, HolesStayHolesWithCopyFileRange) {
   auto outcome = CopyAndCheck(dir.Sub("a"), dir.Sub("b"));
   ASSERT_TRUE(outcome);
   ExpectHolesKept(dir.Sub("b"));
+}
+
+// Write-behind (fuse copy-up) copies in chunks and starts their writeback:
+// the same bytes and holes come out, with both copy methods.
+TEST(CopyFileDataTest, WriteBehindCopiesTheSame) {
+  TempDir dir("copy");
+  CopyOptions options;
+  options.write_behind = true;
+  // More than two chunks, every MiB different, so a misplaced chunk shows.
+  auto make = [](const std::string& path, size_t bytes) {
+    auto fd = Open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT_TRUE(fd) << fd.error().message();
+    for (size_t done = 0, mib = 0; done < bytes; ++mib) {
+      std::string chunk(std::min<size_t>(kMiB, bytes - done), static_cast<char>('a' + mib % 26));
+      ASSERT_EQ(::write(fd->get(), chunk.data(), chunk.size()), ssize_t(chunk.size()));
+      done += chunk.size();
+    }
+  };
+  make(dir.Sub("dense"), 20 * kMiB + 4321);
+  auto dense = CopyAndCheck(dir.Sub("dense"), dir.Sub("dense2"), options);
+  ASSERT_TRUE(dense);
+  EXPECT_NE(dense->method, CopyMethod::kReadWrite);
+  MakeSparse(dir.Sub("sparse"));
+  ASSERT_TRUE(CopyAndCheck(dir.Sub("sparse"), dir.Sub("sparse2"), options));
+  ExpectHolesKept(dir.Sub("sparse2"));
+  // From another filesystem, where copy_file_range may give way to read/write.
+  if (::access("/dev/shm", W_OK) != 0) return;
+  std::string shm = "/dev/shm/lamina-copy-" + std::to_string(::getpid());
+  make(shm, 9 * kMiB + 17);
+  auto across = CopyAndCheck(shm, dir.Sub("across"), options);
+  ::unlink(shm.c_str());
+  ASSERT_TRUE(across);
 }
 
 TEST(CopyFileDataTest, EmptyAndAllHoleFiles) {
