@@ -91,16 +91,25 @@ Result<void> UnionFsImpl::MakeWhiteoutAt(int dirfd, const std::string& name) {
   return {};
 }
 
-Result<void> UnionFsImpl::ChownNew(int dirfd, const std::string& name, fuse_req_t req) {
+Result<struct stat> UnionFsImpl::ChownNew(int dirfd, const std::string& name, fuse_req_t req,
+                                          int fd) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
   uid_t uid = ToOuterUid(ctx->uid);
   gid_t gid = ToOuterGid(ctx->gid);
+  auto stat_new = [&](struct stat* st) {
+    return fd >= 0 ? ::fstat(fd, st) : ::fstatat(dirfd, name.c_str(), st, AT_SYMLINK_NOFOLLOW);
+  };
   struct stat st;
-  if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return FailErrno();
-  struct stat dst;
-  // A setgid directory gives its group to new objects (the backing fs did that).
-  if (::fstat(dirfd, &dst) == 0 && (dst.st_mode & S_ISGID) != 0) gid = st.st_gid;
-  if (st.st_uid == uid && st.st_gid == gid) return {};
+  if (stat_new(&st) != 0) return FailErrno();
+  if (st.st_gid != gid) {
+    // The group the backing filesystem chose stays when it is not simply
+    // ours: a setgid directory (or a grpid mount) gave its own.
+    struct stat dst;
+    if (st.st_gid != ::getegid() || (::fstat(dirfd, &dst) == 0 && (dst.st_mode & S_ISGID) != 0)) {
+      gid = st.st_gid;
+    }
+  }
+  if (st.st_uid == uid && st.st_gid == gid) return st;
   if (::fchownat(dirfd, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
     if (errno != EPERM) return FailErrno("chown " + name);
     if (OverrideXattr() != nullptr && !S_ISLNK(st.st_mode)) {
@@ -108,8 +117,11 @@ Result<void> UnionFsImpl::ChownNew(int dirfd, const std::string& name, fuse_req_
       std::snprintf(value, sizeof(value), "%u:%u:%o", uid, gid, st.st_mode & 07777);
       ::lsetxattr(AtPath(dirfd, name).c_str(), OverrideXattr(), value, std::strlen(value), 0);
     }
+    return st;
   }
-  return {};
+  // A chown may also have cleared set-id bits.
+  if (stat_new(&st) != 0) return FailErrno();
+  return st;
 }
 
 Result<SharedFd> UnionFsImpl::UpperDir(Node* dir) {

@@ -52,8 +52,8 @@ DirMarks ReadDirMarks(int dir_opath) {
   } else if (n < 0 && errno == ERANGE) {
     // Too many xattrs to list in one go: ask for the ones we know.
     char value[4096];
-    for (const char* x : {"trusted.overlay.opaque", "user.overlay.opaque",
-                          "user.fuseoverlayfs.opaque"}) {
+    for (const char* x :
+         {"trusted.overlay.opaque", "user.overlay.opaque", "user.fuseoverlayfs.opaque"}) {
       if (::getxattr(path.c_str(), x, value, sizeof(value)) == 1 && value[0] == 'y') {
         marks.opaque = true;
       }
@@ -92,21 +92,22 @@ bool ParseOrigin(std::string_view value, dev_t* dev, ino_t* ino) {
 
 }  // namespace
 
-Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::string& name) {
+Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::string& name,
+                                       struct stat* top_st) {
   if (name.size() > NAME_MAX) return Fail(ENAMETOOLONG);
   if (name.starts_with(kWhiteoutPrefix)) return Fail(ENOENT);
   NodeState out;
   bool found = false;
   std::optional<std::string> redirect;  // lower path for the layers below
-  int next_layer = 0;                    // first layer a redirect applies to
+  int next_layer = 0;                   // first layer a redirect applies to
 
   auto add_dir = [&](int layer, SharedFd fd) -> bool {  // false: stop descending
     out.stack.push_back({layer, fd});
     DirMarks marks = ReadDirMarks(fd->get());
     if (marks.redirect) {
       const std::string& r = *marks.redirect;
-      std::string base = r.starts_with("/") ? r.substr(1)
-                                            : JoinPath(SplitParent(out.lower_path).first, r);
+      std::string base =
+          r.starts_with("/") ? r.substr(1) : JoinPath(SplitParent(out.lower_path).first, r);
       redirect = base;
       out.lower_path = base;
       next_layer = layer + 1;
@@ -114,20 +115,29 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
     return !marks.opaque;
   };
 
+  // Each layer's object is opened (O_PATH) and then stat'ed through the fd:
+  // two syscalls for an object that is there, and the stat is the one the
+  // reply needs.
+  struct stat st;
   for (const DirLayer& dl : parent.stack) {
-    struct stat st;
-    if (::fstatat(dl.fd->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno != ENOENT) return FailErrno();
-      if (HasWhiteoutFile(dl.fd->get(), name)) break;
+    auto fd = OpenPath(dl.fd->get(), name);
+    if (!fd) {
+      if (fd.error().code() != ENOENT) return Fail(fd.error());
+      // A .wh.NAME in the bottom directory would hide nothing.
+      if (&dl != &parent.stack.back() && HasWhiteoutFile(dl.fd->get(), name)) break;
       continue;
+    }
+    if (::fstatat((*fd)->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+      return FailErrno();
     }
     if (IsWhiteoutStat(st)) break;
     if (!found) {
       found = true;
+      if (top_st != nullptr) *top_st = st;
       out.type = st.st_mode & S_IFMT;
       out.layer = dl.layer;
       out.upper = layers_[static_cast<size_t>(dl.layer)].upper;
-      out.fd = LAMINA_TRY(OpenPath(dl.fd->get(), name));
+      out.fd = std::move(*fd);
       out.src_dir = dl.fd;
       out.src_name = name;
       out.origin_dev = st.st_dev;
@@ -139,7 +149,7 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
       continue;
     }
     if (!S_ISDIR(st.st_mode)) break;
-    if (!add_dir(dl.layer, LAMINA_TRY(OpenPath(dl.fd->get(), name))) || redirect) break;
+    if (!add_dir(dl.layer, std::move(*fd)) || redirect) break;
   }
   if (!found) return Fail(ENOENT);
 
@@ -150,15 +160,14 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
     for (int i = next_layer; i < layer_count(); ++i) {
       const Layer& l = layers_[static_cast<size_t>(i)];
       if (l.upper) continue;
-      auto fd = path.empty() ? Dup(l.fd.get())
-                             : OpenAt2(l.fd.get(), path, O_PATH | O_NOFOLLOW, 0,
-                                       RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-                                           RESOLVE_NO_MAGICLINKS);
+      auto fd = path.empty()
+                    ? Dup(l.fd.get())
+                    : OpenAt2(l.fd.get(), path, O_PATH | O_NOFOLLOW, 0,
+                              RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
       if (!fd) {
         if (fd.error().code() == ENOENT || fd.error().code() == ENOTDIR) continue;
         return Fail(fd.error());
       }
-      struct stat st;
       if (::fstat(fd->get(), &st) != 0) return FailErrno();
       if (!S_ISDIR(st.st_mode)) break;
       next_layer = i + 1;
@@ -197,6 +206,8 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
       out.indexed = true;
     }
   }
+  // The reply's stat is the indexed file's (Stat reads it), not the lower name's.
+  if (out.indexed && top_st != nullptr) top_st->st_ino = 0;
   out.ino = ComposeIno(out.origin_dev, out.origin_ino);
   return out;
 }
@@ -207,7 +218,7 @@ Result<bool> UnionFsImpl::LowerHas(const NodeState& parent, const std::string& n
     struct stat st;
     if (::fstatat(dl.fd->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       if (errno != ENOENT) return FailErrno();
-      if (HasWhiteoutFile(dl.fd->get(), name)) return false;
+      if (&dl != &parent.stack.back() && HasWhiteoutFile(dl.fd->get(), name)) return false;
       continue;
     }
     return !IsWhiteoutStat(st);
@@ -215,19 +226,47 @@ Result<bool> UnionFsImpl::LowerHas(const NodeState& parent, const std::string& n
   return false;
 }
 
-Result<Node*> UnionFsImpl::LookupNode(Node* parent, const std::string& name, uint64_t refs) {
+Result<Node*> UnionFsImpl::LookupNode(Node* parent, const std::string& name, uint64_t refs,
+                                      struct stat* st) {
+  if (st != nullptr) st->st_ino = 0;
   if (name.size() > NAME_MAX) return Fail(ENAMETOOLONG);
   if (Node* existing = table_->FindChild(parent, name)) {
     if (refs != 1) {
-      if (refs > 1) table_->Ref(existing, refs - 1);
-      else table_->Unref(existing);
+      if (refs > 1)
+        table_->Ref(existing, refs - 1);
+      else
+        table_->Unref(existing);
     }
     return existing;
   }
   NodeState pstate = parent->Snapshot();
   if (!S_ISDIR(pstate.type)) return Fail(ENOTDIR);
-  NodeState state = LAMINA_TRY(Resolve(pstate, name));
-  return table_->InsertChild(parent, name, std::move(state), refs);
+  struct stat top;
+  top.st_ino = 0;
+  NodeState state = LAMINA_TRY(Resolve(pstate, name, st != nullptr ? &top : nullptr));
+  // Stat() would stat the same object again; only override_stat (an xattr
+  // Stat reads) needs it.
+  bool reuse = st != nullptr && top.st_ino != 0 && OverrideXattr() == nullptr;
+  if (reuse) FixStat(state, false, top);
+  bool inserted = false;
+  Node* node = table_->InsertChild(parent, name, std::move(state), refs, &inserted);
+  if (reuse && inserted) *st = top;  // else another lookup's node won the race
+  return node;
+}
+
+Result<std::pair<Node*, struct stat>> UnionFsImpl::LookupWithStat(Node* parent,
+                                                                  const std::string& name) {
+  struct stat st;
+  Node* node = LAMINA_TRY(LookupNode(parent, name, 1, &st));
+  if (st.st_ino == 0) {
+    auto fresh = Stat(node);
+    if (!fresh) {
+      table_->Unref(node);
+      return Fail(fresh.error());
+    }
+    st = *fresh;
+  }
+  return std::pair{node, st};
 }
 
 void UnionFsImpl::FixStat(const NodeState& s, bool unlinked, struct stat& st) const {

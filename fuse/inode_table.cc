@@ -22,11 +22,12 @@ Node* NodeTable::FindChild(Node* parent, const std::string& name) {
 }
 
 Node* NodeTable::InsertChild(Node* parent, const std::string& name, NodeState state,
-                             uint64_t add_refs) {
+                             uint64_t add_refs, bool* inserted) {
   auto fresh = std::make_unique<Node>(parent, name);
   fresh->state = std::move(state);
   std::lock_guard lock(mu_);
   auto it = parent->children.find(name);
+  if (inserted != nullptr) *inserted = it == parent->children.end();
   if (it != parent->children.end()) {
     it->second->refs += add_refs;
     return it->second;

@@ -49,8 +49,8 @@ struct DirLayer {
 
 // The layer state of a node; replaced as a whole by copy-up and rename.
 struct NodeState {
-  mode_t type = 0;  // S_IFMT bits
-  int layer = 0;    // layer of the topmost object
+  mode_t type = 0;     // S_IFMT bits
+  int layer = 0;       // layer of the topmost object
   bool upper = false;  // the name exists in the upper layer
   SharedFd fd;         // O_PATH of the object (the index file for an
                        // indexed lower hard link)
@@ -68,7 +68,7 @@ struct NodeState {
   // own when it never was copied up.
   dev_t origin_dev = 0;
   ino_t origin_ino = 0;
-  uint64_t ino = 0;        // st_ino reported
+  uint64_t ino = 0;         // st_ino reported
   nlink_t lower_nlink = 1;  // st_nlink of the lower origin (hard links)
   bool has_lower = false;   // dirs: some of the stack is in a lower layer
   bool indexed = false;     // a hard-linked lower file with an entry in
@@ -76,11 +76,12 @@ struct NodeState {
 };
 
 struct Node {
-  Node(Node* parent_node, std::string node_name) : parent(parent_node), name(std::move(node_name)) {}
+  Node(Node* parent_node, std::string node_name)
+      : parent(parent_node), name(std::move(node_name)) {}
 
   // Guarded by NodeTable::mu_.
-  Node* parent;      // holds one ref on the parent; nullptr for the root and unlinked nodes
-  std::string name;  // current name in parent
+  Node* parent;       // holds one ref on the parent; nullptr for the root and unlinked nodes
+  std::string name;   // current name in parent
   uint64_t refs = 0;  // kernel lookups + children + open handles + temporary holds
   std::map<std::string, Node*> children;
   bool unlinked = false;
@@ -121,8 +122,9 @@ class NodeTable {
   Node* FindChild(Node* parent, const std::string& name);
   // Inserts (or, when a node raced in, reuses) the child `name` of `parent`
   // with `state`; returns it with `add_refs` refs added. An existing node's
-  // state is left alone.
-  Node* InsertChild(Node* parent, const std::string& name, NodeState state, uint64_t add_refs);
+  // state is left alone; `*inserted` (when given) says which happened.
+  Node* InsertChild(Node* parent, const std::string& name, NodeState state, uint64_t add_refs,
+                    bool* inserted = nullptr);
 
   void Ref(Node* node, uint64_t n = 1);
   // Drops refs; the last one frees the node (and drops its ref on the parent).

@@ -156,7 +156,8 @@ Result<void> UnionFsImpl::LoadDir(DirHandle& handle) {
 
 Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::string& name,
                                   mode_t mode, dev_t rdev, const char* link_target, Fd* open_fd,
-                                  int open_flags) {
+                                  int open_flags, struct stat* st_out) {
+  if (st_out != nullptr) st_out->st_ino = 0;
   if (!writable()) return Fail(EROFS);
   if (name.size() > NAME_MAX) return Fail(ENAMETOOLONG);
   if (name.starts_with(kWhiteoutPrefix)) return Fail(EINVAL, "reserved name " + name);
@@ -169,66 +170,72 @@ Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::strin
   SharedFd pdir = LAMINA_TRY(UpperDir(parent));
   NodeState pstate = parent->Snapshot();
   int dirfd = pdir->get();
-  bool over_whiteout = LAMINA_TRY(RemoveWhiteout(dirfd, name));
+  mode_t type = mode & S_IFMT;
+  // A whiteout of `name` here: a 0/0 device makes the create fail with
+  // EEXIST and is then replaced. .wh.NAME files are looked for only where
+  // they matter: where lamina makes them itself (no mknod), and under a new
+  // directory, which must hide a lower one (made opaque).
+  bool hides_lower = type == S_IFDIR && pstate.has_lower && LAMINA_TRY(LowerHas(pstate, name));
+  bool over_whiteout = false;
+  if (hides_lower || !chr_whiteouts_) over_whiteout = LAMINA_TRY(RemoveWhiteout(dirfd, name));
   auto restore_whiteout = [&] {
     if (over_whiteout) (void)MakeWhiteoutAt(dirfd, name);
   };
-  mode_t type = mode & S_IFMT;
   CallerUmask caller_umask(req);
   mode_t perm = caller_umask.Mode(mode & 07777);
   Fd fd;
-  switch (type) {
-    case S_IFDIR:
-      if (over_whiteout) {
-        // Made in work/ and renamed in, so that the lower content never shows.
-        std::string tmp = TempName();
-        if (::mkdirat(work_fd(), tmp.c_str(), perm) != 0) {
-          int saved = errno;
-          restore_whiteout();
-          return Fail(saved);
-        }
-        std::string tpath = ProcFdPath(work_fd()) + "/" + tmp;
-        std::string opaque = OpaqueXattr(ns_);
-        if (::setxattr(tpath.c_str(), opaque.c_str(), "y", 1, 0) != 0 ||
-            ::renameat2(work_fd(), tmp.c_str(), dirfd, name.c_str(), RENAME_NOREPLACE) != 0) {
-          int saved = errno;
-          ::unlinkat(work_fd(), tmp.c_str(), AT_REMOVEDIR);
-          restore_whiteout();
-          return Fail(saved);
-        }
-      } else if (::mkdirat(dirfd, name.c_str(), perm) != 0) {
-        return FailErrno();
+  if (type == S_IFDIR && (hides_lower || over_whiteout)) {
+    // Made in work/ and renamed in, so that the lower content never shows.
+    std::string tmp = TempName();
+    if (::mkdirat(work_fd(), tmp.c_str(), perm) != 0) {
+      int saved = errno;
+      restore_whiteout();
+      return Fail(saved);
+    }
+    std::string tpath = ProcFdPath(work_fd()) + "/" + tmp;
+    std::string opaque = OpaqueXattr(ns_);
+    if (::setxattr(tpath.c_str(), opaque.c_str(), "y", 1, 0) != 0 ||
+        ::renameat2(work_fd(), tmp.c_str(), dirfd, name.c_str(), RENAME_NOREPLACE) != 0) {
+      int saved = errno;
+      ::unlinkat(work_fd(), tmp.c_str(), AT_REMOVEDIR);
+      restore_whiteout();
+      return Fail(saved);
+    }
+  } else {
+    auto make = [&]() -> int {  // 0 or the errno
+      switch (type) {
+        case S_IFDIR:
+          return ::mkdirat(dirfd, name.c_str(), perm) == 0 ? 0 : errno;
+        case S_IFLNK:
+          return ::symlinkat(link_target, dirfd, name.c_str()) == 0 ? 0 : errno;
+        case S_IFREG:
+          if (open_fd != nullptr) {
+            int flags = (open_flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY)) | O_CREAT |
+                        O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+            int raw = ::openat(dirfd, name.c_str(), flags, perm);
+            if (raw < 0) return errno;
+            fd = Fd(raw);
+            return 0;
+          }
+          [[fallthrough]];
+        default:
+          return ::mknodat(dirfd, name.c_str(), type | perm, rdev) == 0 ? 0 : errno;
       }
-      break;
-    case S_IFLNK:
-      if (::symlinkat(link_target, dirfd, name.c_str()) != 0) {
-        int saved = errno;
-        restore_whiteout();
-        return Fail(saved);
-      }
-      break;
-    case S_IFREG:
-      if (open_fd != nullptr) {
-        int flags = (open_flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY)) | O_CREAT | O_EXCL |
-                    O_NOFOLLOW | O_CLOEXEC;
-        int raw = ::openat(dirfd, name.c_str(), flags, perm);
-        if (raw < 0) {
-          int saved = errno;
-          restore_whiteout();
-          return Fail(saved);
-        }
-        fd = Fd(raw);
-        break;
-      }
-      [[fallthrough]];
-    default:
-      if (::mknodat(dirfd, name.c_str(), type | perm, rdev) != 0) {
-        int saved = errno;
-        restore_whiteout();
-        return Fail(saved);
-      }
+    };
+    int err = make();
+    struct stat wst;
+    if (err == EEXIST && !over_whiteout &&
+        ::fstatat(dirfd, name.c_str(), &wst, AT_SYMLINK_NOFOLLOW) == 0 && IsWhiteoutStat(wst)) {
+      if (::unlinkat(dirfd, name.c_str(), 0) != 0) return FailErrno("remove whiteout " + name);
+      over_whiteout = true;
+      err = make();
+    }
+    if (err != 0) {
+      restore_whiteout();
+      return Fail(err);
+    }
   }
-  LAMINA_CHECK(ChownNew(dirfd, name, req));
+  struct stat st = LAMINA_TRY(ChownNew(dirfd, name, req, fd.get()));
   int opath = ::openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (opath < 0) return FailErrno();
   NodeState s;
@@ -238,14 +245,16 @@ Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::strin
   s.fd = std::make_shared<const Fd>(opath);
   s.src_dir = pdir;
   s.src_name = name;
-  struct stat st;
-  if (::fstat(opath, &st) != 0) return FailErrno();
   s.origin_dev = st.st_dev;
   s.origin_ino = st.st_ino;
   s.ino = ComposeIno(st.st_dev, st.st_ino);
   if (type == S_IFDIR) {
     s.stack.push_back({0, s.fd});
     s.lower_path = JoinPath(pstate.lower_path, name);
+  }
+  if (st_out != nullptr && OverrideXattr() == nullptr) {
+    FixStat(s, false, st);
+    *st_out = st;
   }
   if (open_fd != nullptr) *open_fd = std::move(fd);
   return table_->InsertChild(parent, name, std::move(s), 1);
@@ -307,12 +316,12 @@ Result<void> UnionFsImpl::DoRemove(Node* parent, const std::string& name, bool d
 }
 
 void ReplyNewEntry(fuse_req_t req, const char* op, fuse_ino_t parent, UnionFsImpl* fs,
-                   Result<Node*> node) {
+                   Result<Node*> node, const struct stat* known) {
   if (!node) {
     ReplyError(req, op, parent, node.error());
     return;
   }
-  auto st = fs->Stat(*node);
+  Result<struct stat> st = known != nullptr && known->st_ino != 0 ? *known : fs->Stat(*node);
   if (!st) {
     fs->table().Unref(*node);
     ReplyError(req, op, parent, st.error());
@@ -328,9 +337,10 @@ namespace {
 void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) noexcept {
   Guard(req, "mkdir", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
-    ReplyNewEntry(req, "mkdir", parent, fs,
-                  fs->DoMake(req, fs->table().FromId(parent), name, S_IFDIR | (mode & 07777), 0,
-                             nullptr, nullptr, 0));
+    struct stat st;
+    auto node = fs->DoMake(req, fs->table().FromId(parent), name, S_IFDIR | (mode & 07777), 0,
+                           nullptr, nullptr, 0, &st);
+    ReplyNewEntry(req, "mkdir", parent, fs, std::move(node), &st);
   });
 }
 
@@ -397,15 +407,10 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
         e.attr.st_ino = ent.ino;
         e.attr.st_mode = static_cast<mode_t>(ent.type) << 12;
       } else {
-        auto found = fs->LookupNode(handle->node, ent.name, 1);
+        auto found = fs->LookupWithStat(handle->node, ent.name);
         if (!found) continue;  // gone meanwhile
-        auto st = fs->Stat(*found);
-        if (!st) {
-          fs->table().Unref(*found);
-          continue;
-        }
-        node = *found;
-        fs->FillEntry(node, *st, e);
+        node = found->first;
+        fs->FillEntry(node, found->second, e);
       }
       used = fuse_add_direntry_plus(req, buf.data() + pos, size - pos, ent.name.c_str(), &e, next);
       if (used > size - pos) {

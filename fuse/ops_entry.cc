@@ -33,8 +33,10 @@ Result<struct stat> UnionFsImpl::DoSetattr(Node* node, const struct stat& attr, 
     if (::fchmodat(AT_FDCWD, path.c_str(), attr.st_mode & 07777, 0) != 0) return FailErrno();
   }
   if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) != 0) {
-    uid_t uid = (to_set & FUSE_SET_ATTR_UID) != 0 ? ToOuterUid(attr.st_uid) : static_cast<uid_t>(-1);
-    gid_t gid = (to_set & FUSE_SET_ATTR_GID) != 0 ? ToOuterGid(attr.st_gid) : static_cast<gid_t>(-1);
+    uid_t uid =
+        (to_set & FUSE_SET_ATTR_UID) != 0 ? ToOuterUid(attr.st_uid) : static_cast<uid_t>(-1);
+    gid_t gid =
+        (to_set & FUSE_SET_ATTR_GID) != 0 ? ToOuterGid(attr.st_gid) : static_cast<gid_t>(-1);
     if (::fchownat(s.fd->get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
       int saved = errno;
       if (saved != EPERM || OverrideXattr() == nullptr || is_link) return Fail(saved);
@@ -91,26 +93,20 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
   Guard(req, "lookup", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
     Node* dir = fs->table().FromId(parent);
-    auto node = fs->LookupNode(dir, name, 1);
-    if (!node) {
-      if (node.error().code() == ENOENT && fs->timeout() > 0) {
+    auto found = fs->LookupWithStat(dir, name);
+    if (!found) {
+      if (found.error().code() == ENOENT && fs->timeout() > 0) {
         fuse_entry_param e{};
         e.ino = 0;  // negative entry, cached for the timeout
         e.entry_timeout = fs->timeout();
         fuse_reply_entry(req, &e);
         return;
       }
-      ReplyError(req, "lookup", parent, node.error());
-      return;
-    }
-    auto st = fs->Stat(*node);
-    if (!st) {
-      fs->table().Unref(*node);
-      ReplyError(req, "lookup", parent, st.error());
+      ReplyError(req, "lookup", parent, found.error());
       return;
     }
     fuse_entry_param e;
-    fs->FillEntry(*node, *st, e);
+    fs->FillEntry(found->first, found->second, e);
     fuse_reply_entry(req, &e);
   });
 }

@@ -45,8 +45,9 @@ int ReadFd(FileHandle* h) {
 
 void ReplyOpened(fuse_req_t req, UnionFsImpl* fs, Node* node, Fd fd, fuse_file_info* fi,
                  const fuse_entry_param* entry, uint32_t copy_ups) {
+  // A file just made (entry != nullptr) has one link.
   struct stat st;
-  bool single = ::fstat(fd.get(), &st) == 0 && st.st_nlink <= 1;
+  bool single = entry != nullptr || (::fstat(fd.get(), &st) == 0 && st.st_nlink <= 1);
   auto handle = std::make_unique<FileHandle>();
   handle->node = node;
   handle->fd_num.store(fd.get());
@@ -71,13 +72,14 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   Guard(req, "create", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
     Fd fd;
+    struct stat made;
     auto node = fs->DoMake(req, fs->table().FromId(parent), name, S_IFREG | (mode & 07777), 0,
-                           nullptr, &fd, BackingFlags(*fs, fi->flags));
+                           nullptr, &fd, BackingFlags(*fs, fi->flags), &made);
     if (!node) {
       ReplyError(req, "create", parent, node.error());
       return;
     }
-    auto st = fs->Stat(*node);
+    Result<struct stat> st = made.st_ino != 0 ? made : fs->Stat(*node);
     if (!st) {
       fs->table().Unref(*node);
       ReplyError(req, "create", parent, st.error());

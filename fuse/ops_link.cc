@@ -158,7 +158,8 @@ Result<void> UnionFsImpl::DoRename(Node* parent, const std::string& name, Node* 
     std::lock_guard lock(src->mu);
     src->state.src_dir = new_dir;
     src->state.src_name = new_name;
-    if (S_ISDIR(s.type) && !s.has_lower) src->state.lower_path = JoinPath(npstate.lower_path, new_name);
+    if (S_ISDIR(s.type) && !s.has_lower)
+      src->state.lower_path = JoinPath(npstate.lower_path, new_name);
   }
   return {};
 }
@@ -222,18 +223,20 @@ void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new
 void Symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) noexcept {
   Guard(req, "symlink", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
-    ReplyNewEntry(req, "symlink", parent, fs,
-                  fs->DoMake(req, fs->table().FromId(parent), name, S_IFLNK | 0777, 0, target,
-                             nullptr, 0));
+    struct stat st;
+    auto node = fs->DoMake(req, fs->table().FromId(parent), name, S_IFLNK | 0777, 0, target,
+                           nullptr, 0, &st);
+    ReplyNewEntry(req, "symlink", parent, fs, std::move(node), &st);
   });
 }
 
 void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) noexcept {
   Guard(req, "mknod", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
-    ReplyNewEntry(req, "mknod", parent, fs,
-                  fs->DoMake(req, fs->table().FromId(parent), name, mode, rdev, nullptr, nullptr,
-                             0));
+    struct stat st;
+    auto node =
+        fs->DoMake(req, fs->table().FromId(parent), name, mode, rdev, nullptr, nullptr, 0, &st);
+    ReplyNewEntry(req, "mknod", parent, fs, std::move(node), &st);
   });
 }
 

@@ -5,8 +5,8 @@
 // copy_up.cc. Handlers are thin noexcept shells over the Do* methods here,
 // which return Result and never reply themselves.
 
-#include <fuse_lowlevel.h>
 #include <dirent.h>
+#include <fuse_lowlevel.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -112,9 +112,19 @@ class UnionFsImpl final : public UnionFs {
   // ---- lookup (inode_lookup.cc) ----
   // Resolves `name` in the directory node `parent`: the union's view, or
   // ENOENT when nothing is visible (whiteout, opaque, nothing there).
-  Result<NodeState> Resolve(const NodeState& parent, const std::string& name);
-  // Looks `name` up and returns its node with `refs` refs added.
-  Result<Node*> LookupNode(Node* parent, const std::string& name, uint64_t refs);
+  // `top_st`, when given, receives the raw stat of the object the state's fd
+  // refers to (st_ino 0 when that is not the object Stat would report: an
+  // indexed hard link).
+  Result<NodeState> Resolve(const NodeState& parent, const std::string& name,
+                            struct stat* top_st = nullptr);
+  // Looks `name` up and returns its node with `refs` refs added. `st`, when
+  // given, receives what Stat(node) would answer if this call resolved the
+  // name itself (which costs no syscall more), else st_ino 0.
+  Result<Node*> LookupNode(Node* parent, const std::string& name, uint64_t refs,
+                           struct stat* st = nullptr);
+  // LookupNode with one ref and the node's Stat (from the lookup itself
+  // where it resolved the name); on a failed Stat the ref is dropped.
+  Result<std::pair<Node*, struct stat>> LookupWithStat(Node* parent, const std::string& name);
   // Whether any lower layer (below the upper) has a visible `name` under
   // `parent` (whiteouts in the upper are ignored).
   Result<bool> LowerHas(const NodeState& parent, const std::string& name);
@@ -147,8 +157,9 @@ class UnionFsImpl final : public UnionFs {
   int index_fd() const { return work_index_.get(); }
   std::string OriginXattr() const;
   std::string IndexName(dev_t dev, ino_t ino) const;
-  // Ownership for a new object made for the request's caller.
-  Result<void> ChownNew(int dirfd, const std::string& name, fuse_req_t req);
+  // Ownership for a new object made for the request's caller; returns the
+  // object's raw stat afterwards (through `fd` when it is open, >= 0).
+  Result<struct stat> ChownNew(int dirfd, const std::string& name, fuse_req_t req, int fd = -1);
   // Where ownership that cannot be set is kept (fuse-overlayfs'
   // xattr_permissions: 1 = security.fuseoverlayfs.override_stat, 2 =
   // user.containers.override_stat); nullptr when off.
@@ -168,10 +179,14 @@ class UnionFsImpl final : public UnionFs {
   gid_t ToInnerGid(gid_t outer) const;
 
   // ---- op bodies ----
-  Result<struct stat> DoSetattr(Node* node, const struct stat& attr, int to_set,
-                                fuse_file_info* fi, fuse_req_t req);
+  Result<struct stat> DoSetattr(Node* node, const struct stat& attr, int to_set, fuse_file_info* fi,
+                                fuse_req_t req);
+  // Makes `name` in the upper layer (the shared body of create, mkdir,
+  // mknod, symlink). `st_out`, when given, receives the new node's Stat
+  // (st_ino 0 where only Stat can tell, with override_stat).
   Result<Node*> DoMake(fuse_req_t req, Node* parent, const std::string& name, mode_t mode,
-                       dev_t rdev, const char* link_target, Fd* open_fd, int open_flags);
+                       dev_t rdev, const char* link_target, Fd* open_fd, int open_flags,
+                       struct stat* st_out = nullptr);
   Result<void> DoRemove(Node* parent, const std::string& name, bool dir);
   Result<void> DoRename(Node* parent, const std::string& name, Node* new_parent,
                         const std::string& new_name, unsigned int flags);
@@ -206,9 +221,10 @@ void FillXattrOps(fuse_lowlevel_ops& ops);
 // Logs an unexpected error of an op (quiet on ENOENT and other expected codes).
 void LogOpError(const char* op, fuse_ino_t ino, const Error& error);
 
-// Replies the entry of a node just made (mkdir, mknod, symlink, link), or the error.
+// Replies the entry of a node just made (mkdir, mknod, symlink, link), or the
+// error; with `st` its attributes when known (st_ino != 0), else from Stat.
 void ReplyNewEntry(fuse_req_t req, const char* op, fuse_ino_t parent, UnionFsImpl* fs,
-                   Result<Node*> node);
+                   Result<Node*> node, const struct stat* st = nullptr);
 
 // Runs `body` catching everything; replies `err` when it throws. The body
 // replies itself exactly once on every path that does not throw.

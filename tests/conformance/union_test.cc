@@ -486,6 +486,41 @@ TEST_P(UnionConformance, RenameOverTargetsNoReplaceAndExchange) {
             "ENOTDIR");
 }
 
+// Names removed in the container layer (whiteouts there) made again, as
+// every kind of object, then removed again.
+TEST_P(UnionConformance, NamesMadeAgainOverTheirWhiteouts) {
+  EXPECT_EQ(Same([](auto& r) {
+              return std::string(
+                  Out() << Rc(::unlink((r + "/a").c_str())) << Rc(::unlink((r + "/b").c_str()))
+                        << Rc(::unlink((r + "/sym").c_str())) << Rc(::unlink((r + "/d/a").c_str()))
+                        << Rc(::unlink((r + "/d/b").c_str())) << " " << Listing(r, "") << " "
+                        << Listing(r, "d"));
+            }).oracle.substr(0, 6),
+            "00000 ");
+  EXPECT_EQ(Same([](auto& r) {
+              return std::string(Out() << WriteAt(r, "a", O_CREAT | O_EXCL | O_WRONLY, "again")
+                                       << " " << Rc(::mkfifo((r + "/b").c_str(), 0640)) << " "
+                                       << Rc(::symlink("d", (r + "/sym").c_str())) << " "
+                                       << Rc(::mkdir((r + "/d/a").c_str(), 0750)) << " "
+                                       << WriteAt(r, "d/b", O_CREAT | O_WRONLY, "b"));
+            }).oracle,
+            "wrote 5 0 0 0 wrote 1");
+  Same([](auto& r) {
+    return std::string(Out() << Describe(r, "a") << " | " << Describe(r, "b") << " | "
+                             << Describe(r, "sym") << " | " << Describe(r, "d/a") << " | "
+                             << Listing(r, "d/a") << " | " << Describe(r, "d/b") << " | "
+                             << Listing(r, "") << " | " << Listing(r, "d"));
+  });
+  EXPECT_EQ(Same([](auto& r) {
+              return std::string(
+                  Out() << Rc(::unlink((r + "/a").c_str())) << Rc(::unlink((r + "/b").c_str()))
+                        << Rc(::unlink((r + "/sym").c_str())) << Rc(::rmdir((r + "/d/a").c_str()))
+                        << Rc(::unlink((r + "/d/b").c_str())) << " " << Describe(r, "a") << " "
+                        << Listing(r, "d"));
+            }).oracle,
+            "00000 a: ENOENT d/: e f");
+}
+
 TEST_P(UnionConformance, RmdirOfADirectoryWithOnlyLowerContent) {
   EXPECT_EQ(Same([](auto& r) { return Rc(::rmdir((r + "/only-lower").c_str())); }).oracle,
             "ENOTEMPTY");
@@ -724,6 +759,10 @@ TEST_P(UnionConformance, RootlessInAUserNamespace) {
                                << Listing(r, "d") << "\n");
       out +=
           std::string(Out() << Rc(::unlink((r + "/b").c_str())) << " " << Listing(r, "") << "\n");
+      out += std::string(Out() << WriteAt(r, "b", O_CREAT | O_EXCL | O_WRONLY, "again") << " "
+                               << Read(r, "b") << " " << Rc(::unlink((r + "/d/x").c_str()))
+                               << Rc(::mkdir((r + "/d/x").c_str(), 0700)) << " " << Listing(r, "d")
+                               << Listing(r, "d/x") << "\n");
       out += "rename_dir=" + Rc(::rename((r + "/ren").c_str(), (r + "/ren2").c_str())) + "\n";
       return out;
     });
