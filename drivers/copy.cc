@@ -100,7 +100,7 @@ Result<off_t> CopyRange(int src, int dst, off_t off, off_t end, CopyMethod* meth
       return FailErrno("copy_file_range");
     }
     if (n == 0) return off;  // the source shrank
-    if (write_behind) StartWriteBack(dst, off, n);
+    if (write_behind && off + n < end) StartWriteBack(dst, off, n);
     off += n;
   }
   if (off < end) return ReadWriteRange(src, dst, off, end, write_behind);
@@ -116,13 +116,15 @@ Result<CopyMethod> CopyFileData(int src_fd, int dst_fd, uint64_t size, const Cop
     return {};
   };
 
-  if (::ioctl(dst_fd, FICLONE, src_fd) == 0) {
-    struct stat st;
-    if (::fstat(dst_fd, &st) != 0) return FailErrno("stat clone");
-    if (st.st_size != end) LAMINA_CHECK(set_size());
-    return CopyMethod::kClone;
+  if (options.try_clone) {
+    if (::ioctl(dst_fd, FICLONE, src_fd) == 0) {
+      struct stat st;
+      if (::fstat(dst_fd, &st) != 0) return FailErrno("stat clone");
+      if (st.st_size != end) LAMINA_CHECK(set_size());
+      return CopyMethod::kClone;
+    }
+    if (!CloneUnsupported(errno)) return FailErrno("FICLONE");
   }
-  if (!CloneUnsupported(errno)) return FailErrno("FICLONE");
 
   CopyMethod method = CopyMethod::kCopyFileRange;
   struct stat st;

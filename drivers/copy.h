@@ -23,6 +23,9 @@ struct CopyOptions {
   // (fuse copy-up): the disk then works while the copy goes on, and the
   // final sync has little left to do.
   bool write_behind = false;
+  // Try FICLONE first; a caller that knows it fails between these two
+  // filesystems saves the call.
+  bool try_clone = true;
 };
 
 // Copies the whole content of `src_fd` into `dst_fd` (an empty regular file

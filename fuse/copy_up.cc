@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <string>
 
@@ -178,20 +179,39 @@ Result<void> UnionFsImpl::CopyUp(Node* node, bool data) {
       ::unlinkat(work, tmp.c_str(), 0);
     }
   });
+  MetadataOptions metadata;
+  metadata.xattrs = true;
+  metadata.skip_internal_xattrs = true;
+  std::string origin =
+      std::to_string(static_cast<uint64_t>(s.origin_dev)) + ":" + std::to_string(s.origin_ino);
+  bool metadata_done = false;
   switch (st.st_mode & S_IFMT) {
     case S_IFDIR:
       if (::mkdirat(work, tmp.c_str(), 0700) != 0) return FailErrno("copy-up mkdir");
       break;
     case S_IFREG: {
+      // Data and metadata through the two open files: no path is resolved,
+      // and what the new file already has (owner, mode) is not set again.
       Fd src = LAMINA_TRY(Open(ProcFdPath(s.fd->get()), O_RDONLY));
-      Fd dst = LAMINA_TRY(OpenAt(work, tmp, O_WRONLY | O_CREAT | O_EXCL, 0600));
+      Fd dst = LAMINA_TRY(OpenAt(work, tmp, O_WRONLY | O_CREAT | O_EXCL, st.st_mode & 0777));
+      bool sync = false;
       if (data && st.st_size > 0) {
+        std::atomic<bool>& no_clone = no_clone_[static_cast<size_t>(s.layer)];
         CopyOptions co;
         co.write_behind = config_.fsync;
+        co.try_clone = !no_clone.load(std::memory_order_relaxed);
         auto copied = CopyFileData(src.get(), dst.get(), static_cast<uint64_t>(st.st_size), co);
         if (!copied) return Fail(copied.error().Wrap("copy-up " + name));
-        if (config_.fsync && *copied != CopyMethod::kClone) LAMINA_CHECK(WriteOut(dst.get()));
+        // Once FICLONE failed between this layer and the upper it is not
+        // tried again (it fails the same way for every file).
+        if (*copied != CopyMethod::kClone) no_clone.store(true, std::memory_order_relaxed);
+        sync = config_.fsync && *copied != CopyMethod::kClone;
       }
+      auto meta = CopyMetadataFd(src.get(), st, dst.get(), metadata);
+      if (!meta) return Fail(meta.error().Wrap("copy-up " + name));
+      ::fsetxattr(dst.get(), OriginXattr().c_str(), origin.data(), origin.size(), 0);
+      if (sync) LAMINA_CHECK(WriteOut(dst.get()));
+      metadata_done = true;
       break;
     }
     case S_IFLNK: {
@@ -207,14 +227,11 @@ Result<void> UnionFsImpl::CopyUp(Node* node, bool data) {
         return FailErrno("copy-up mknod");
       }
   }
-  MetadataOptions mo;
-  mo.xattrs = true;
-  mo.skip_internal_xattrs = true;
-  auto meta = CopyMetadata(src_path, st, work, tmp, mo);
-  if (!meta) return Fail(meta.error().Wrap("copy-up " + name));
-  std::string origin =
-      std::to_string(static_cast<uint64_t>(s.origin_dev)) + ":" + std::to_string(s.origin_ino);
-  ::lsetxattr(AtPath(work, tmp).c_str(), OriginXattr().c_str(), origin.data(), origin.size(), 0);
+  if (!metadata_done) {
+    auto meta = CopyMetadata(src_path, st, work, tmp, metadata);
+    if (!meta) return Fail(meta.error().Wrap("copy-up " + name));
+    ::lsetxattr(AtPath(work, tmp).c_str(), OriginXattr().c_str(), origin.data(), origin.size(), 0);
+  }
 
   bool index = !S_ISDIR(st.st_mode) && s.lower_nlink > 1;
   if (index) {

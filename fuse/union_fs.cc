@@ -119,6 +119,7 @@ Result<void> UnionFsImpl::Setup() {
     layers_.push_back(std::move(layer));
   }
 
+  no_clone_ = std::make_unique<std::atomic<bool>[]>(layers_.size());
   if (has_upper_) {
     auto work = OpenDirPath(config_.work);
     if (!work) return Fail(work.error().Wrap("workdir"));

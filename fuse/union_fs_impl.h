@@ -206,6 +206,8 @@ class UnionFsImpl final : public UnionFs {
   Fd work_work_;
   Fd work_index_;
   std::unique_ptr<NodeTable> table_;
+  // Per layer: FICLONE from it to the upper failed once (copy-up).
+  std::unique_ptr<std::atomic<bool>[]> no_clone_;
   std::atomic<uint64_t> temp_counter_{0};
   fuse_session* session_ = nullptr;
   std::string temp_prefix_;  // set in Setup, read-only afterwards

@@ -205,6 +205,12 @@ TEST(CopyFileDataTest, CloneOnXfsReflink) {
   ASSERT_TRUE(sparse);
   EXPECT_EQ(sparse->method, CopyMethod::kClone);
   ExpectHolesKept((*fs)->Sub("s2"));
+  // Told not to try FICLONE, it copies.
+  CopyOptions no_clone;
+  no_clone.try_clone = false;
+  auto copied = CopyAndCheck((*fs)->Sub("a"), (*fs)->Sub("c"), no_clone);
+  ASSERT_TRUE(copied);
+  EXPECT_EQ(copied->method, CopyMethod::kCopyFileRange);
 }
 
 TEST(CopyFileDataTest, CopyFileRangeOnExt4LoopFs) {
