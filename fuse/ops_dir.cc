@@ -10,10 +10,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_set>
 
 #include "common/fs.h"
+#include "common/hash.h"
 #include "common/path.h"
 #include "drivers/format.h"
 #include "fuse/union_fs_impl.h"
@@ -135,23 +137,61 @@ Result<std::vector<std::string>> UnionFsImpl::MergedNames(const NodeState& dir) 
   return names;
 }
 
-Result<void> UnionFsImpl::LoadDir(DirHandle& handle) {
-  NodeState s = handle.node->Snapshot();
+Result<std::shared_ptr<const Listing>> UnionFsImpl::BuildListing(Node* dir) {
+  NodeState s = dir->Snapshot();
   auto merged = LAMINA_TRY(ListMerged(*this, s, true));
   uint64_t parent_ino = s.ino;
-  auto [parent, unused] = table_->ParentAndName(handle.node);
+  auto [parent, unused] = table_->ParentAndName(dir);
   if (parent != nullptr) {
     parent_ino = parent->Snapshot().ino;
     table_->Unref(parent);
   }
-  std::vector<DirEntry> entries;
-  entries.reserve(merged.size() + 2);
-  entries.push_back({".", s.ino, DT_DIR});
-  entries.push_back({"..", parent_ino, DT_DIR});
-  for (auto& e : merged) entries.push_back(std::move(e));
-  handle.entries = std::move(entries);
-  handle.loaded = true;
-  return {};
+  auto listing = std::make_shared<Listing>();
+  listing->reserve(merged.size() + 2);
+  listing->push_back({".", s.ino, DT_DIR, 1});
+  listing->push_back({"..", parent_ino, DT_DIR, 2});
+  for (auto& e : merged) {
+    e.cookie = static_cast<off_t>((Xxh3(e.name) >> 1) | 4);  // > 2, < 2^63
+    listing->push_back(std::move(e));
+  }
+  std::sort(listing->begin() + 2, listing->end(), [](const DirEntry& a, const DirEntry& b) {
+    return a.cookie != b.cookie ? a.cookie < b.cookie : a.name < b.name;
+  });
+  for (size_t i = 3; i < listing->size(); ++i) {  // a collision takes the next free value
+    if ((*listing)[i].cookie <= (*listing)[i - 1].cookie) {
+      (*listing)[i].cookie = (*listing)[i - 1].cookie + 1;
+    }
+  }
+  return std::shared_ptr<const Listing>(std::move(listing));
+}
+
+Result<std::shared_ptr<const Listing>> UnionFsImpl::PassListing(Node* dir, off_t off) {
+  std::pair<Node*, uint64_t> key{dir, dir->generation};
+  if (off != 0) {
+    std::lock_guard lock(passes_mu_);
+    for (const auto& [k, listing] : passes_) {
+      if (k == key) return listing;
+    }
+  }
+  auto listing = LAMINA_TRY(BuildListing(dir));
+  std::lock_guard lock(passes_mu_);
+  std::erase_if(passes_, [&](const auto& p) { return p.first == key; });
+  if (passes_.size() >= kMaxPasses) passes_.erase(passes_.begin());
+  passes_.emplace_back(key, listing);
+  return listing;
+}
+
+void UnionFsImpl::EndPass(Node* dir) {
+  std::pair<Node*, uint64_t> key{dir, dir->generation};
+  std::shared_ptr<const Listing> done;  // freed outside the lock
+  std::lock_guard lock(passes_mu_);
+  for (auto it = passes_.begin(); it != passes_.end(); ++it) {
+    if (it->first == key) {
+      done = std::move(it->second);
+      passes_.erase(it);
+      break;
+    }
+  }
 }
 
 Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::string& name,
@@ -359,6 +399,13 @@ void Rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   Guard(req, "opendir", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
+    if (fs->no_opendir()) {
+      // The kernel then opens directories itself, caches their listings
+      // (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR by default) and sends no
+      // OPENDIR or RELEASEDIR again: two requests less per directory read.
+      fuse_reply_err(req, ENOSYS);
+      return;
+    }
     Node* node = fs->table().FromId(ino);
     auto handle = std::make_unique<DirHandle>();
     fs->table().Ref(node);
@@ -380,25 +427,38 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
                bool plus) {
   UnionFsImpl* fs = UnionFsImpl::From(req);
   auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
-  std::lock_guard lock(handle->mu);
-  if (!handle->loaded || off == 0) {
-    auto loaded = fs->LoadDir(*handle);
-    if (!loaded) {
-      ReplyError(req, plus ? "readdirplus" : "readdir", ino, loaded.error());
-      return;
+  Node* dir = handle != nullptr ? handle->node : fs->table().FromId(ino);
+  Result<std::shared_ptr<const Listing>> listing = std::shared_ptr<const Listing>();
+  if (handle != nullptr) {
+    std::lock_guard lock(handle->mu);
+    if (!handle->listing || off == 0) {
+      auto built = fs->BuildListing(dir);
+      if (built) handle->listing = *built;
+      listing = std::move(built);
+    } else {
+      listing = handle->listing;
     }
+  } else {
+    listing = fs->PassListing(dir, off);
   }
+  if (!listing) {
+    ReplyError(req, plus ? "readdirplus" : "readdir", ino, listing.error());
+    return;
+  }
+  const Listing& entries = **listing;
+  auto first = std::upper_bound(entries.begin(), entries.end(), off,
+                                [](off_t o, const DirEntry& e) { return o < e.cookie; });
   std::vector<char> buf(size);
   size_t pos = 0;
-  for (size_t i = static_cast<size_t>(off); i < handle->entries.size(); ++i) {
-    const DirEntry& ent = handle->entries[i];
-    off_t next = static_cast<off_t>(i + 1);
+  for (auto it = first; it != entries.end(); ++it) {
+    const DirEntry& ent = *it;
     size_t used;
     if (!plus) {
       struct stat st {};
       st.st_ino = ent.ino;
       st.st_mode = static_cast<mode_t>(ent.type) << 12;
-      used = fuse_add_direntry(req, buf.data() + pos, size - pos, ent.name.c_str(), &st, next);
+      used =
+          fuse_add_direntry(req, buf.data() + pos, size - pos, ent.name.c_str(), &st, ent.cookie);
       if (used > size - pos) break;
     } else {
       fuse_entry_param e{};
@@ -407,12 +467,13 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
         e.attr.st_ino = ent.ino;
         e.attr.st_mode = static_cast<mode_t>(ent.type) << 12;
       } else {
-        auto found = fs->LookupWithStat(handle->node, ent.name);
+        auto found = fs->LookupWithStat(dir, ent.name);
         if (!found) continue;  // gone meanwhile
         node = found->first;
         fs->FillEntry(node, found->second, e);
       }
-      used = fuse_add_direntry_plus(req, buf.data() + pos, size - pos, ent.name.c_str(), &e, next);
+      used = fuse_add_direntry_plus(req, buf.data() + pos, size - pos, ent.name.c_str(), &e,
+                                    ent.cookie);
       if (used > size - pos) {
         if (node != nullptr) fs->table().Unref(node);
         break;
@@ -420,6 +481,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
     }
     pos += used;
   }
+  if (pos == 0 && handle == nullptr) fs->EndPass(dir);  // the end of the pass
   fuse_reply_buf(req, buf.data(), pos);
 }
 

@@ -47,15 +47,23 @@ struct DirEntry {
   std::string name;
   uint64_t ino = 0;
   unsigned char type = DT_UNKNOWN;
+  // Its readdir offset: "." is 1, ".." 2, every other name a 63-bit hash of
+  // itself (unique within the listing), so that a listing built again for
+  // the next batch of a pass continues after the same name even when the
+  // directory changed meanwhile (no entry repeated or skipped).
+  off_t cookie = 0;
 };
 
-// An open directory: the merged listing, built at the first readdir and kept
-// for the handle's life (stable offsets: entry i has offset i + 1).
+// A merged listing in readdir order: cookies ascending.
+using Listing = std::vector<DirEntry>;
+
+// An open directory (only with timeout=0; otherwise the kernel opens
+// directories without asking, see Opendir): the listing built at offset 0,
+// kept for the handle's life.
 struct DirHandle {
   Node* node = nullptr;  // holds one ref
-  std::mutex mu;         // guards the fields below
-  bool loaded = false;
-  std::vector<DirEntry> entries;
+  std::mutex mu;         // guards the field below
+  std::shared_ptr<const Listing> listing;
 };
 
 // A node with one ref held for the scope.
@@ -191,7 +199,17 @@ class UnionFsImpl final : public UnionFs {
   Result<void> DoRename(Node* parent, const std::string& name, Node* new_parent,
                         const std::string& new_name, unsigned int flags);
   Result<Node*> DoLink(Node* node, Node* new_parent, const std::string& new_name);
-  Result<void> LoadDir(DirHandle& handle);
+  // The merged listing of a directory node with "." and "..", cookies set.
+  Result<std::shared_ptr<const Listing>> BuildListing(Node* dir);
+  // The listing for a readdir at `off` without an open handle: built at
+  // offset 0 and kept for the following batches of the pass (until its end),
+  // built again where it was not kept.
+  Result<std::shared_ptr<const Listing>> PassListing(Node* dir, off_t off);
+  void EndPass(Node* dir);
+  // Whether directories are opened without OPENDIR (the kernel offered
+  // FUSE_CAP_NO_OPENDIR_SUPPORT and caching is on); set by init.
+  bool no_opendir() const { return no_opendir_.load(std::memory_order_relaxed); }
+  void set_no_opendir(bool on) { no_opendir_.store(on, std::memory_order_relaxed); }
   Result<std::vector<std::string>> MergedNames(const NodeState& dir);
 
   void NotifyInvalInode(Node* node);
@@ -206,6 +224,13 @@ class UnionFsImpl final : public UnionFs {
   Fd work_work_;
   Fd work_index_;
   std::unique_ptr<NodeTable> table_;
+  std::atomic<bool> no_opendir_{false};
+  // Listings of handle-less readdir passes in progress, by node and its
+  // generation (a node freed and its address reused never matches).
+  // Bounded: the oldest goes when a pass starts and kMaxPasses are kept.
+  static constexpr size_t kMaxPasses = 64;
+  std::mutex passes_mu_;  // a leaf lock: guards passes_
+  std::vector<std::pair<std::pair<Node*, uint64_t>, std::shared_ptr<const Listing>>> passes_;
   // Per layer: FICLONE from it to the upper failed once (copy-up).
   std::unique_ptr<std::atomic<bool>[]> no_clone_;
   std::atomic<uint64_t> temp_counter_{0};

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #include <climits>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <sstream>
 
 #include "common/fd.h"
@@ -519,6 +521,61 @@ TEST_P(UnionConformance, NamesMadeAgainOverTheirWhiteouts) {
                         << Listing(r, "d"));
             }).oracle,
             "00000 a: ENOENT d/: e f");
+}
+
+// readdir of a directory that changes in the middle of the pass (and is
+// read from the start by someone else meanwhile): every name that exists
+// throughout comes exactly once, none twice, and a name that is gone before
+// the pass starts never comes.
+TEST_P(UnionConformance, ReaddirDuringChangesListsEveryNameOnce) {
+  Same([](auto& r) {
+    std::string dir = r + "/big";
+    if (::mkdir(dir.c_str(), 0755) != 0) return "mkdir " + ErrName(errno);
+    for (int i = 0; i < 2000; ++i) {
+      std::string rc = WriteAt(r, "big/f" + std::to_string(i), O_CREAT | O_WRONLY, "");
+      if (rc != "wrote 0") return rc;
+    }
+    // Small getdents64 batches, so that the pass takes many requests.
+    auto read_batch = [](int fd, std::vector<std::string>* names) {
+      alignas(8) char buf[2048];
+      long n = ::syscall(SYS_getdents64, fd, buf, sizeof(buf));
+      for (long at = 0; at < n;) {
+        auto* d = reinterpret_cast<struct dirent64*>(buf + at);
+        std::string name = d->d_name;
+        if (name != "." && name != "..") names->push_back(name);
+        at += d->d_reclen;
+      }
+      return n;
+    };
+    Fd pass(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    std::vector<std::string> seen;
+    while (seen.size() < 1000 && read_batch(pass.get(), &seen) > 0) {
+    }
+    for (int i = 0; i < 2000; i += 20) ::unlink((dir + "/f" + std::to_string(i)).c_str());
+    for (int i = 0; i < 100; ++i) WriteAt(r, "big/new" + std::to_string(i), O_CREAT | O_WRONLY, "");
+    {
+      Fd other(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      std::vector<std::string> all;
+      while (read_batch(other.get(), &all) > 0) {
+      }
+      if (all.size() != 2000 - 100 + 100) return "second pass " + std::to_string(all.size());
+    }
+    while (read_batch(pass.get(), &seen) > 0) {
+    }
+    std::map<std::string, int> count;
+    for (const auto& n : seen) count[n]++;
+    std::string out;
+    for (int i = 0; i < 2000; ++i) {
+      std::string name = "f" + std::to_string(i);
+      int c = count.contains(name) ? count[name] : 0;
+      if (i % 20 != 0 && c != 1) out += " " + name + "=" + std::to_string(c);
+      if (c > 1) out += " " + name + " twice";
+    }
+    for (const auto& [name, c] : count) {
+      if (c > 1 && !name.starts_with("f")) out += " " + name + " twice";
+    }
+    return "stable names once:" + (out.empty() ? std::string(" yes") : out);
+  });
 }
 
 TEST_P(UnionConformance, RmdirOfADirectoryWithOnlyLowerContent) {

@@ -4,16 +4,17 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <linux/fs.h>
-#include <grp.h>
 #include <sched.h>
+#include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -21,11 +22,9 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "common/fs.h"
 #include "fuse/config.h"
@@ -180,6 +179,46 @@ TEST_F(FuseFsTest, LookupAndMergedListing) {
     log.push_back(Rc(static_cast<int>(::readlink((r + "/link").c_str(), target, 63))) + target);
   });
   SameTrees();
+}
+
+// Directories are read without OPENDIR where caching is on (the kernel
+// opens them itself), through a handle with timeout=0: both list the same,
+// also after changes and with telldir/seekdir.
+TEST_F(FuseFsTest, ListingsWithAndWithoutDirectoryHandles) {
+  BuildImage();
+  for (double timeout : {1000000.0, 0.0}) {
+    SCOPED_TRACE(timeout);
+    MountKernel();
+    fuse::FsConfig config = Config();
+    config.timeout = timeout;
+    MountFuse(config);
+    Same([](const std::string& r, Log& log) {
+      for (const char* d : {"", "dir", "opq"}) log.push_back(List(r + "/" + d));
+      log.push_back(WriteTo(r + "/dir/z", "z", O_WRONLY | O_CREAT));
+      log.push_back(Rc(::unlink((r + "/dir/x").c_str())));
+      log.push_back(List(r + "/dir"));
+      // telldir/seekdir: back to a position gives the same names from there.
+      DIR* d = ::opendir((r + "/dir").c_str());
+      if (d == nullptr) return log.push_back("opendir " + Errno(errno));
+      ::readdir(d);
+      long at = ::telldir(d);
+      std::vector<std::string> first, again;
+      while (struct dirent* e = ::readdir(d)) first.push_back(e->d_name);
+      ::seekdir(d, at);
+      while (struct dirent* e = ::readdir(d)) again.push_back(e->d_name);
+      ::closedir(d);
+      std::sort(first.begin(), first.end());
+      std::sort(again.begin(), again.end());
+      log.push_back(std::to_string(first.size()) + (first == again ? " same" : " differ"));
+    });
+    SameTrees();
+    fuse_.reset();
+    kernel_.reset();
+    for (const char* dir : {"f_upper", "f_work", "k_upper", "k_work"}) {
+      ASSERT_TRUE(RemoveTree(tmp_.Sub(dir)));
+      ASSERT_EQ(::mkdir(tmp_.Sub(dir).c_str(), 0755), 0);
+    }
+  }
 }
 
 TEST_F(FuseFsTest, WhiteoutFilesAndOpaqueMarkersOfOtherTools) {
@@ -420,7 +459,7 @@ TEST_F(FuseFsTest, UnlinkWhileOpen) {
       int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
       log.push_back(Rc(fd));
       log.push_back(Rc(::unlink(p.c_str())));
-      struct stat st{};
+      struct stat st {};
       log.push_back(Rc(::fstat(fd, &st)) + " nlink " + std::to_string(st.st_nlink));
       char buf[64] = {};
       log.push_back(Rc(static_cast<int>(::pread(fd, buf, 63, 0))) + buf);
@@ -440,8 +479,8 @@ TEST_F(FuseFsTest, XattrsAndInternalOnesHidden) {
     log.push_back(Rc(::setxattr((r + "/b").c_str(), "user.k", "v", 1, 0)));
     log.push_back(Rc(::removexattr((r + "/a").c_str(), "user.color")));
     log.push_back(Rc(::removexattr((r + "/a").c_str(), "user.color")));
-    log.push_back(Rc(static_cast<int>(::getxattr((r + "/opq").c_str(), "trusted.overlay.opaque",
-                                                 buf, 255))));
+    log.push_back(
+        Rc(static_cast<int>(::getxattr((r + "/opq").c_str(), "trusted.overlay.opaque", buf, 255))));
     log.push_back(Rc(::setxattr((r + "/b").c_str(), "trusted.overlay.opaque", "y", 1, 0)));
     std::memset(buf, 0, sizeof(buf));
     ssize_t n = ::listxattr((r + "/opq").c_str(), buf, 255);
@@ -632,13 +671,13 @@ TEST_F(FuseFsTest, MixedMetadataAndRenameCases) {
   MountBoth();
   Same([](const std::string& r, Log& log) {
     auto stat_line = [&](const std::string& rel) {
-      struct stat st{};
+      struct stat st {};
       int rc = ::lstat((r + "/" + rel).c_str(), &st);
-      log.push_back(rel + ": " + Rc(rc) + " mode " + std::to_string(st.st_mode) + " size " +
-                    std::to_string(st.st_size) + " uid " + std::to_string(st.st_uid) +
-                    // Only times set explicitly compare: "now" differs between the runs.
-                    (st.st_mtim.tv_sec < 100000 ? " mtime " + std::to_string(st.st_mtim.tv_sec)
-                                                : ""));
+      log.push_back(
+          rel + ": " + Rc(rc) + " mode " + std::to_string(st.st_mode) + " size " +
+          std::to_string(st.st_size) + " uid " + std::to_string(st.st_uid) +
+          // Only times set explicitly compare: "now" differs between the runs.
+          (st.st_mtim.tv_sec < 100000 ? " mtime " + std::to_string(st.st_mtim.tv_sec) : ""));
     };
     log.push_back(Rc(::mknod((r + "/wh").c_str(), S_IFCHR | 0600, makedev(0, 0))));
     log.push_back(List(r));
@@ -730,7 +769,7 @@ TEST_F(FuseFsTest, ReadOnlyOpenSeesCopyUp) {
     std::ofstream("/proc/sys/vm/drop_caches") << "1";
     std::memset(buf, 0, sizeof(buf));
     log.push_back(Rc(static_cast<int>(::pread(ro, buf, 31, 0))) + buf);
-    struct stat st{};
+    struct stat st {};
     log.push_back(Rc(::fstat(ro, &st)) + " size " + std::to_string(st.st_size));
     ::close(ro);
   });
@@ -818,8 +857,8 @@ TEST_F(FuseFsTest, RootlessUsesUserXattrs) {
   // The image belongs to the user (ids outside the namespace's map would be
   // unusable in it, as for any rootless mount).
   std::string ids = std::to_string(uid) + ":" + std::to_string(uid);
-  ASSERT_EQ(lamina::test::Run({"chown", "-R", "-h", ids, tmp_.Sub("l1"), tmp_.Sub("l2"), tmp_.Sub("f_upper"),
-                 tmp_.Sub("f_work"), tmp_.Sub("f_mnt")})
+  ASSERT_EQ(lamina::test::Run({"chown", "-R", "-h", ids, tmp_.Sub("l1"), tmp_.Sub("l2"),
+                               tmp_.Sub("f_upper"), tmp_.Sub("f_work"), tmp_.Sub("f_mnt")})
                 .status,
             0);
   int pipefd[2];
@@ -832,14 +871,14 @@ TEST_F(FuseFsTest, RootlessUsesUserXattrs) {
     std::string out;
     auto write_map = [](const char* file, const std::string& text) {
       int fd = ::open(file, O_WRONLY | O_CLOEXEC);
-      bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+      bool ok =
+          fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
       if (fd >= 0) ::close(fd);
       return ok;
     };
     if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
         ::setresuid(uid, uid, uid) != 0 || ::prctl(PR_SET_DUMPABLE, 1) != 0 ||
-        ::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0 ||
-        !write_map("/proc/self/setgroups", "deny") ||
+        ::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0 || !write_map("/proc/self/setgroups", "deny") ||
         !write_map("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1") ||
         !write_map("/proc/self/gid_map", "0 " + std::to_string(uid) + " 1") ||
         ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
@@ -888,7 +927,8 @@ TEST_F(FuseFsTest, RootlessUsesUserXattrs) {
 
 TEST_F(FuseFsTest, ParallelWorkload) {
   BuildImage();
-  for (int i = 0; i < 50; ++i) WriteFile(L2("dir/f" + std::to_string(i)), "lower " + std::to_string(i));
+  for (int i = 0; i < 50; ++i)
+    WriteFile(L2("dir/f" + std::to_string(i)), "lower " + std::to_string(i));
   MountFuse();
   std::vector<std::thread> threads;
   std::vector<std::string> errors(8);
