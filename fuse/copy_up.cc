@@ -59,6 +59,7 @@ void SetUpper(Node* node, const SharedFd& fd, const SharedFd& dir, const std::st
   node->state.fd = fd;
   node->state.src_dir = dir;
   node->state.src_name = name;
+  node->xattrs.store(Node::kXattrsUnknown, std::memory_order_relaxed);
   node->copy_ups.fetch_add(1, std::memory_order_release);
 }
 
@@ -270,6 +271,7 @@ Result<void> UnionFsImpl::CopyUp(Node* node, bool data) {
         if (!other->state.upper) {
           other->state.fd = ifd;
           other->state.indexed = true;
+          other->xattrs.store(Node::kXattrsUnknown, std::memory_order_relaxed);
           changed = true;
         }
       }

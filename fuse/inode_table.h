@@ -86,6 +86,14 @@ struct Node {
   std::map<std::string, Node*> children;
   bool unlinked = false;
 
+  // What the node's object has in xattrs, learnt by getxattr/listxattr:
+  // kXattrsUnknown, kXattrsNone (getxattr can answer ENODATA without asking
+  // the backing filesystem) or kXattrsSome. Only ever kXattrsNone for an
+  // object in a lower layer, which nothing changes; copy-up resets it. Set
+  // and reset under `mu` (read without it).
+  static constexpr uint8_t kXattrsUnknown = 0, kXattrsNone = 1, kXattrsSome = 2;
+  std::atomic<uint8_t> xattrs{kXattrsUnknown};
+
   uint64_t generation = 0;  // immutable
 
   std::mutex copy_mu;

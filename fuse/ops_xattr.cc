@@ -29,7 +29,8 @@ bool Hidden(const UnionFsImpl& fs, std::string_view name) {
 // may set them without touching the format. nullopt: a hidden name.
 std::optional<std::string> ToDisk(const UnionFsImpl& fs, std::string_view name) {
   std::string prefix = OverlayXattrPrefix(fs.xattr_ns());
-  if (name.starts_with(prefix)) return prefix + "overlay." + std::string(name.substr(prefix.size()));
+  if (name.starts_with(prefix))
+    return prefix + "overlay." + std::string(name.substr(prefix.size()));
   if (Hidden(fs, name)) return std::nullopt;
   return std::string(name);
 }
@@ -76,16 +77,36 @@ void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
       fuse_reply_err(req, ENOTSUP);
       return;
     }
+    Node* node = fs->table().FromId(ino);
+    // `ls -l` asks for security.selinux of every file on every listing, and
+    // writes ask for security.capability: a lower object known to have no
+    // xattrs at all answers without a syscall.
+    if (node->xattrs.load(std::memory_order_relaxed) == Node::kXattrsNone) {
+      fuse_reply_err(req, ENODATA);
+      return;
+    }
     auto disk = ToDisk(*fs, name);
     if (!disk) {
       fuse_reply_err(req, ENODATA);
       return;
     }
-    Target target = TargetOf(fs->table().FromId(ino)->Snapshot());
+    NodeState s = node->Snapshot();
+    Target target = TargetOf(s);
     std::vector<char> buf(size);
     ssize_t n = target.Get(disk->c_str(), size != 0 ? buf.data() : nullptr, size);
     if (n < 0) {
-      fuse_reply_err(req, errno);
+      int err = errno;
+      if (err == ENODATA && !s.upper && !s.indexed) {
+        ssize_t listed = target.List(nullptr, 0);
+        // Under the node's lock: a copy-up meanwhile (which resets the mark
+        // under the same lock) leaves no stale mark behind.
+        std::lock_guard lock(node->mu);
+        if (listed >= 0 && !node->state.upper && !node->state.indexed) {
+          node->xattrs.store(listed == 0 ? Node::kXattrsNone : Node::kXattrsSome,
+                             std::memory_order_relaxed);
+        }
+      }
+      fuse_reply_err(req, err);
     } else if (size == 0) {
       fuse_reply_xattr(req, static_cast<size_t>(n));
     } else {

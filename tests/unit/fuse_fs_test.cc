@@ -493,6 +493,34 @@ TEST_F(FuseFsTest, XattrsAndInternalOnesHidden) {
   SameTrees();
 }
 
+// Lower objects known to have no xattrs answer getxattr from memory; the
+// answers must follow copy-up, also of another name of a hard link.
+TEST_F(FuseFsTest, XattrAnswersFollowCopyUp) {
+  BuildImage();
+  WriteFile(L2("h1"), "linked\n");
+  ASSERT_EQ(::link(L2("h1").c_str(), L2("h2").c_str()), 0);
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    auto get = [&](const std::string& rel, const char* name) {
+      char buf[64] = {};
+      ssize_t n = ::getxattr((r + "/" + rel).c_str(), name, buf, sizeof(buf) - 1);
+      return rel + ":" + name + "=" + (n < 0 ? Errno(errno) : std::string(buf));
+    };
+    for (int round = 0; round < 2; ++round) {
+      log.push_back(get("dir/x", "security.selinux"));
+      log.push_back(get("dir/x", "user.k"));
+      log.push_back(get("a", "security.selinux"));
+      log.push_back(get("a", "user.color"));
+      log.push_back(get("h2", "user.k"));
+    }
+    log.push_back(Rc(::setxattr((r + "/dir/x").c_str(), "user.k", "v", 1, 0)));
+    log.push_back(get("dir/x", "user.k"));
+    log.push_back(Rc(::setxattr((r + "/h1").c_str(), "user.k", "linked", 6, 0)));
+    log.push_back(get("h2", "user.k"));
+    log.push_back(get("h1", "user.k"));
+  });
+}
+
 TEST_F(FuseFsTest, NamesAndDeepPaths) {
   BuildImage();
   MountBoth();
