@@ -26,6 +26,7 @@ void AddInfoCommand(CLI::App& app, GlobalOptions& global);
 void AddLayerCommands(CLI::App& app, GlobalOptions& global);
 void AddImageCommands(CLI::App& app, GlobalOptions& global);
 void AddRunCommands(CLI::App& app, GlobalOptions& global);
+void AddBenchCommand(CLI::App& app, GlobalOptions& global);
 
 // The error a subcommand reports: printed as "lamina: <message>", exits with `status`.
 class CommandError : public std::runtime_error {

@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
   lamina::cli::AddLayerCommands(app, global);
   lamina::cli::AddImageCommands(app, global);
   lamina::cli::AddRunCommands(app, global);
+  lamina::cli::AddBenchCommand(app, global);
 
   // Defaults and logging are settled after parsing, before any subcommand runs.
   app.parse_complete_callback([&] {

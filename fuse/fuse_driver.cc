@@ -77,37 +77,6 @@ std::string Trim(std::string s) {
   return s;
 }
 
-// The lamina-fuse daemons serving `mountpoint`: processes whose argv[0] is
-// lamina-fuse and whose last argument is the mount point (the way Mount
-// starts them). Zombies do not count.
-std::vector<pid_t> DaemonPids(const std::string& mountpoint) {
-  std::vector<pid_t> pids;
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return pids;
-  auto close_proc = Defer([&] { ::closedir(proc); });
-  while (struct dirent* e = ::readdir(proc)) {
-    char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0) continue;
-    auto cmdline = ReadFile(std::string("/proc/") + e->d_name + "/cmdline");
-    if (!cmdline || cmdline->empty()) continue;
-    std::vector<std::string> argv;
-    size_t start = 0;
-    while (start < cmdline->size()) {
-      size_t nul = cmdline->find('\0', start);
-      if (nul == std::string::npos) nul = cmdline->size();
-      argv.push_back(cmdline->substr(start, nul - start));
-      start = nul + 1;
-    }
-    if (argv.size() < 2 || SplitParent(argv[0]).second != kHelperName ||
-        argv.back() != mountpoint) {
-      continue;
-    }
-    pids.push_back(static_cast<pid_t>(pid));
-  }
-  return pids;
-}
-
 // Gone: no such process, or a zombie nobody has reaped yet.
 bool ProcessGone(pid_t pid) {
   auto stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
@@ -378,6 +347,34 @@ std::vector<std::pair<std::string, std::string>> FuseDriver::Status() const {
 }
 
 }  // namespace
+
+std::vector<pid_t> DaemonPids(const std::string& mountpoint) {
+  std::vector<pid_t> pids;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return pids;
+  auto close_proc = Defer([&] { ::closedir(proc); });
+  while (struct dirent* e = ::readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    auto cmdline = ReadFile(std::string("/proc/") + e->d_name + "/cmdline");
+    if (!cmdline || cmdline->empty()) continue;
+    std::vector<std::string> argv;
+    size_t start = 0;
+    while (start < cmdline->size()) {
+      size_t nul = cmdline->find('\0', start);
+      if (nul == std::string::npos) nul = cmdline->size();
+      argv.push_back(cmdline->substr(start, nul - start));
+      start = nul + 1;
+    }
+    if (argv.size() < 2 || SplitParent(argv[0]).second != kHelperName ||
+        argv.back() != mountpoint) {
+      continue;
+    }
+    pids.push_back(static_cast<pid_t>(pid));
+  }
+  return pids;
+}
 
 std::unique_ptr<Driver> MakeFuseDriver(const DriverConfig& config) {
   return std::make_unique<FuseDriver>(config);

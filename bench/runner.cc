@@ -1,0 +1,312 @@
+#include "bench/runner.h"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+
+#include "bench/process.h"
+#include "common/fs.h"
+#include "common/scope_guard.h"
+#include "drivers/host.h"
+
+namespace lamina::bench {
+
+namespace {
+
+std::atomic<bool> stop_requested{false};
+
+Result<void> CheckStop() {
+  if (stop_requested.load()) return Fail(EINTR, "interrupted");
+  return {};
+}
+
+struct Slot {
+  std::unique_ptr<Target> target;
+  TargetInfo info;
+  std::vector<uint64_t> rss;
+};
+
+// The warm workload's cold twin, which leaves the caches warm for it.
+std::string ColdTwin(const std::string& name) {
+  if (name == "walk-warm") return "walk-cold";
+  if (name == "lsR-warm") return "lsR-cold";
+  return {};
+}
+
+class Runner {
+ public:
+  Runner(const BenchOptions& options, Report& report) : options_(options), report_(report) {}
+
+  Result<void> Run(const std::vector<std::string>& workloads, std::vector<Slot>& slots) {
+    for (const auto& w : workloads) {
+      switch (WorkloadScope(w)) {
+        case Scope::kShared:
+          shared_.push_back(w);
+          break;
+        case Scope::kFresh:
+          fresh_.push_back(w);
+          break;
+        case Scope::kWholeTarget:
+          whole_.push_back(w);
+          break;
+      }
+    }
+    int usable = 0;
+    for (auto& s : slots) usable += s.info.usable ? 1 : 0;
+    total_ = options_.runs * usable * static_cast<int>(workloads.size());
+    for (int run = 0; run < options_.runs; ++run) {
+      for (auto& slot : slots) {
+        if (!slot.info.usable) continue;
+        run_ = run;
+        LAMINA_CHECK(RunShared(slot));
+        LAMINA_CHECK(RunFresh(slot));
+        LAMINA_CHECK(RunWhole(slot));
+      }
+    }
+    return {};
+  }
+
+ private:
+  void Progress(const Slot& slot, const std::string& workload) {
+    ++step_;
+    if (!options_.progress) return;
+    options_.progress("[" + std::to_string(step_) + "/" + std::to_string(total_) + "] run " +
+                      std::to_string(run_ + 1) + "/" + std::to_string(options_.runs) + " " +
+                      slot.info.name + ": " + workload);
+  }
+
+  // Marks a workload n/a on the target; true when it is.
+  bool NotApplicable(Slot& slot, const std::string& w) {
+    std::string why = slot.target->NotApplicable(w);
+    if (why.empty()) return false;
+    report_.At(w, slot.info.name).na = why;
+    return true;
+  }
+
+  void Record(Slot& slot, const std::string& w, Result<Measurement> m) {
+    Cell& cell = report_.At(w, slot.info.name);
+    if (!m) {
+      cell.error = m.error().message();
+      return;
+    }
+    cell.seconds.push_back(m->seconds);
+    // Extras are kept per run here and replaced by their medians at the end.
+    for (const auto& [key, value] : m->extra) extras_[w][slot.info.name][key].push_back(value);
+  }
+
+  Result<void> RunShared(Slot& slot) {
+    std::vector<std::string> todo;
+    for (const auto& w : shared_) {
+      if (!NotApplicable(slot, w)) todo.push_back(w);
+    }
+    if (todo.empty()) return {};
+    auto opened = slot.target->Open();
+    if (!opened) {
+      for (const auto& w : todo) Record(slot, w, Fail(opened.error()));
+      step_ += static_cast<int>(todo.size());
+      return {};
+    }
+    std::string root = *opened;
+    bool fresh = true;  // nothing has run on this mount yet
+    std::string last;
+    for (const auto& w : todo) {
+      LAMINA_CHECK(CheckStop());
+      Progress(slot, w);
+      Result<Measurement> m = Prepare(slot, w, root, fresh, last);
+      if (m) m = RunWorkload(w, root, env_);
+      fresh = false;
+      last = w;
+      if (m && w == "lsR-cold") {
+        if (auto pid = slot.target->Daemon()) {
+          if (auto kib = ResidentKiB(*pid)) slot.rss.push_back(*kib);
+        }
+      }
+      Record(slot, w, std::move(m));
+    }
+    auto closed = slot.target->Close("shared");
+    if (!closed) return Fail(closed.error().Wrap(slot.info.name + ": close"));
+    return {};
+  }
+
+  // Gets the caches into the state the workload wants.
+  Result<Measurement> Prepare(Slot& slot, const std::string& w, const std::string& root, bool fresh,
+                              const std::string& last) {
+    if (IsCold(w)) {
+      if (!fresh) LAMINA_CHECK(slot.target->Remount());
+      LAMINA_CHECK(DropCaches());
+    } else if (std::string twin = ColdTwin(w); !twin.empty() && last != twin) {
+      Measurement primed = LAMINA_TRY(RunWorkload(twin, root, env_));
+      (void)primed;
+    }
+    return Measurement{};
+  }
+
+  Result<void> RunFresh(Slot& slot) {
+    for (const auto& w : fresh_) {
+      if (NotApplicable(slot, w)) continue;
+      LAMINA_CHECK(CheckStop());
+      Progress(slot, w);
+      auto opened = slot.target->Open();
+      if (!opened) {
+        Record(slot, w, Fail(opened.error()));
+        continue;
+      }
+      Record(slot, w, RunWorkload(w, *opened, env_));
+      auto closed = slot.target->Close(w);
+      if (!closed) return Fail(closed.error().Wrap(slot.info.name + ": close after " + w));
+    }
+    return {};
+  }
+
+  Result<void> RunWhole(Slot& slot) {
+    for (const auto& w : whole_) {
+      if (NotApplicable(slot, w)) continue;
+      LAMINA_CHECK(CheckStop());
+      Progress(slot, w);
+      Result<double> seconds = w == "layer-create" ? slot.target->LayerCreate()
+                               : w == "mount-100"  ? slot.target->MountStack()
+                                                   : slot.target->RunContainer();
+      if (seconds) {
+        Record(slot, w, Measurement{*seconds, {}});
+      } else {
+        Record(slot, w, Fail(seconds.error()));
+      }
+    }
+    return {};
+  }
+
+ public:
+  BenchEnv env_;
+  // extras_[workload][target][key]: one value per run.
+  std::map<std::string, std::map<std::string, std::map<std::string, std::vector<double>>>> extras_;
+
+ private:
+  const BenchOptions& options_;
+  Report& report_;
+  std::vector<std::string> shared_, fresh_, whole_;
+  int run_ = 0, step_ = 0, total_ = 0;
+};
+
+std::string ImageText(const ImageSpec& spec) {
+  return std::to_string(spec.files) + " files in " + std::to_string(spec.dirs) + " dirs + one " +
+         std::to_string(spec.big_mb) + " MiB file";
+}
+
+}  // namespace
+
+void RequestStop() { stop_requested.store(true); }
+
+Result<void> CheckOptions(const BenchOptions& options) {
+  const ImageSpec& s = options.image;
+  if (s.files < 1) return Fail(EINVAL, "--files must be at least 1");
+  if (s.dirs < 2) return Fail(EINVAL, "--dirs must be at least 2");
+  if (s.big_mb < 1) return Fail(EINVAL, "--big-mb must be at least 1");
+  if (s.create < 1) return Fail(EINVAL, "--create must be at least 1");
+  if (options.runs < 1) return Fail(EINVAL, "--runs must be at least 1");
+  for (const auto& t : options.targets) {
+    const auto& all = AllTargetNames();
+    if (std::find(all.begin(), all.end(), t) == all.end()) {
+      return Fail(EINVAL, "unknown target " + t + " (overlay, fuse, vfs, fuse-overlayfs, plain)");
+    }
+  }
+  for (const auto& w : options.workloads) {
+    const auto& all = AllWorkloads();
+    if (std::none_of(all.begin(), all.end(), [&](const WorkloadInfo& i) { return i.name == w; })) {
+      return Fail(EINVAL, "unknown workload " + w);
+    }
+  }
+  return {};
+}
+
+Result<Report> RunBench(const BenchOptions& options) {
+  LAMINA_CHECK(CheckOptions(options));
+  if (::geteuid() != 0) {
+    return Fail(EPERM, "lamina bench needs root (mounts of every driver, drop_caches)");
+  }
+  LAMINA_CHECK(MakeDirs(options.dir));
+  std::string tmpl = options.dir + "/lamina-bench-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) return FailErrno("mkdtemp " + tmpl);
+  std::string work = tmpl;
+
+  Report report;
+  Runner runner(options, report);
+  BenchEnv& env = runner.env_;
+  env.work_dir = work;
+  env.image = options.image;
+  env.lamina = options.lamina;
+  env.helper_dir = options.helper_dir;
+  env.untar_path = work + "/untar.tar";
+  env.log = work + "/children.log";
+
+  std::vector<Slot> slots;
+  // Targets go first (their destructors unmount), then whatever is left.
+  auto cleanup = Defer([&] {
+    slots.clear();
+    UnmountBelow(work);
+    (void)RemoveTree(work);
+  });
+
+  struct utsname uts;
+  report.setup["kernel"] = ::uname(&uts) == 0 ? uts.release : "?";
+  report.setup["backing_fs"] = FilesystemType(work).value_or("?") + " (" + options.dir + ")";
+  report.setup["cpus"] = std::to_string(::sysconf(_SC_NPROCESSORS_ONLN));
+  report.setup["image"] = ImageText(options.image);
+  report.setup["files"] = std::to_string(options.image.files);
+  report.setup["dirs"] = std::to_string(options.image.dirs);
+  report.setup["big_mb"] = std::to_string(options.image.big_mb);
+  report.setup["create"] = std::to_string(options.image.create);
+  report.setup["runs"] = std::to_string(options.runs);
+
+  std::vector<std::string> workloads = options.workloads;
+  if (workloads.empty()) {
+    for (const auto& w : AllWorkloads()) workloads.push_back(w.name);
+  }
+  // In the order of AllWorkloads, whatever order they were asked for in.
+  for (const auto& w : AllWorkloads()) {
+    if (std::find(workloads.begin(), workloads.end(), w.name) != workloads.end()) {
+      report.workloads.push_back(w);
+    }
+  }
+  workloads.clear();
+  for (const auto& w : report.workloads) workloads.push_back(w.name);
+
+  std::vector<std::string> targets = options.targets.empty() ? AllTargetNames() : options.targets;
+  for (const auto& name : targets) {
+    LAMINA_CHECK(CheckStop());
+    if (options.progress) options.progress("setting up " + name);
+    Slot slot;
+    slot.info.name = name;
+    slot.target = LAMINA_TRY(MakeTarget(name, env));
+    auto what = slot.target->Setup();
+    slot.info.usable = what.has_value();
+    slot.info.reason = what ? *what : what.error().message();
+    slots.push_back(std::move(slot));
+  }
+  for (const auto& s : slots) report.targets.push_back(s.info);
+
+  if (std::find(workloads.begin(), workloads.end(), "untar") != workloads.end()) {
+    LAMINA_CHECK(MakeUntarArchive(env));
+  }
+  LAMINA_CHECK(runner.Run(workloads, slots));
+
+  for (const auto& s : slots) {
+    if (!s.rss.empty()) {
+      std::vector<double> values(s.rss.begin(), s.rss.end());
+      report.rss_kib[s.info.name] = static_cast<uint64_t>(Summarize(values).median);
+    }
+  }
+  for (const auto& [w, by_target] : runner.extras_) {
+    for (const auto& [t, by_key] : by_target) {
+      for (const auto& [key, values] : by_key) {
+        report.At(w, t).extra[key] = Summarize(values).median;
+      }
+    }
+  }
+  return report;
+}
+
+}  // namespace lamina::bench
