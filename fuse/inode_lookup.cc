@@ -315,6 +315,7 @@ Result<struct stat> UnionFsImpl::Stat(Node* node) {
     }
   }
   FixStat(s, table_->IsUnlinked(node), st);
+  if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) node->multi_link.store(true);
   return st;
 }
 
@@ -325,6 +326,7 @@ void UnionFsImpl::FillEntry(Node* node, const struct stat& st, fuse_entry_param&
   e.attr = st;
   e.attr_timeout = AttrTimeout(st);
   e.entry_timeout = config_.timeout;
+  if (!S_ISDIR(st.st_mode) && st.st_nlink > 1) node->multi_link.store(true);
 }
 
 }  // namespace lamina::fuse

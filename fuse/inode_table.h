@@ -96,6 +96,17 @@ struct Node {
 
   uint64_t generation = 0;  // immutable
 
+  // Directories: bumped after each change of the names in it made through
+  // the mount (create, remove, rename, link), so that a listing built before
+  // a change is not reused after it.
+  std::atomic<uint64_t> dir_changes{0};
+
+  // Set once the node's file was seen with more than one link: another node
+  // (another kernel inode) may then change its data, so the kernel's page
+  // cache of this one is never kept across opens, even after the other
+  // names are gone again.
+  std::atomic<bool> multi_link{false};
+
   std::mutex copy_mu;
   // Bumped after each copy-up of this node (read without locks by open
   // files to notice that they still read the lower copy).

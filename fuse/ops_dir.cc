@@ -17,6 +17,7 @@
 #include "common/fs.h"
 #include "common/hash.h"
 #include "common/path.h"
+#include "common/scope_guard.h"
 #include "drivers/format.h"
 #include "fuse/union_fs_impl.h"
 
@@ -166,28 +167,38 @@ Result<std::shared_ptr<const Listing>> UnionFsImpl::BuildListing(Node* dir) {
 }
 
 Result<std::shared_ptr<const Listing>> UnionFsImpl::PassListing(Node* dir, off_t off) {
-  std::pair<Node*, uint64_t> key{dir, dir->generation};
+  // Read before the build: a change that lands during it makes the listing
+  // stale at once.
+  uint64_t changes = dir->dir_changes.load(std::memory_order_acquire);
   if (off != 0) {
     std::lock_guard lock(passes_mu_);
-    for (const auto& [k, listing] : passes_) {
-      if (k == key) return listing;
+    for (const auto& p : passes_) {
+      if (p.node == dir && p.generation == dir->generation && p.changes == changes) {
+        return p.listing;
+      }
     }
   }
   auto listing = LAMINA_TRY(BuildListing(dir));
+  std::shared_ptr<const Listing> replaced;  // freed outside the lock
   std::lock_guard lock(passes_mu_);
-  std::erase_if(passes_, [&](const auto& p) { return p.first == key; });
+  for (auto it = passes_.begin(); it != passes_.end(); ++it) {
+    if (it->node == dir && it->generation == dir->generation) {
+      replaced = std::move(it->listing);
+      passes_.erase(it);
+      break;
+    }
+  }
   if (passes_.size() >= kMaxPasses) passes_.erase(passes_.begin());
-  passes_.emplace_back(key, listing);
+  passes_.push_back({dir, dir->generation, changes, listing});
   return listing;
 }
 
 void UnionFsImpl::EndPass(Node* dir) {
-  std::pair<Node*, uint64_t> key{dir, dir->generation};
   std::shared_ptr<const Listing> done;  // freed outside the lock
   std::lock_guard lock(passes_mu_);
   for (auto it = passes_.begin(); it != passes_.end(); ++it) {
-    if (it->first == key) {
-      done = std::move(it->second);
+    if (it->node == dir && it->generation == dir->generation) {
+      done = std::move(it->listing);
       passes_.erase(it);
       break;
     }
@@ -197,6 +208,7 @@ void UnionFsImpl::EndPass(Node* dir) {
 Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::string& name,
                                   mode_t mode, dev_t rdev, const char* link_target, Fd* open_fd,
                                   int open_flags, struct stat* st_out) {
+  auto changed = Defer([&] { DirChanged(parent); });
   if (st_out != nullptr) st_out->st_ino = 0;
   if (!writable()) return Fail(EROFS);
   if (name.size() > NAME_MAX) return Fail(ENAMETOOLONG);
@@ -302,6 +314,7 @@ Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::strin
 
 Result<void> UnionFsImpl::DoRemove(Node* parent, const std::string& name, bool dir) {
   if (!writable()) return Fail(EROFS);
+  auto changed = Defer([&] { DirChanged(parent); });
   NodeRef node(table_.get(), LAMINA_TRY(LookupNode(parent, name, 1)));
   NodeState s = node->Snapshot();
   if (dir && !S_ISDIR(s.type)) return Fail(ENOTDIR);
@@ -369,7 +382,8 @@ void ReplyNewEntry(fuse_req_t req, const char* op, fuse_ino_t parent, UnionFsImp
   }
   fuse_entry_param e;
   fs->FillEntry(*node, *st, e);
-  fuse_reply_entry(req, &e);
+  // An interrupted request: the kernel never counts this lookup.
+  if (fuse_reply_entry(req, &e) != 0) fs->table().Unref(*node);
 }
 
 namespace {
@@ -411,7 +425,7 @@ void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     fs->table().Ref(node);
     handle->node = node;
     fi->fh = reinterpret_cast<uint64_t>(handle.release());
-    if (fs->timeout() > 0) {
+    if (fs->timeout() > 0 && UnionFsImpl::kKernelDirCache) {
       fi->keep_cache = 1;
       fi->cache_readdir = 1;
     }

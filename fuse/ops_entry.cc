@@ -107,7 +107,8 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
     }
     fuse_entry_param e;
     fs->FillEntry(found->first, found->second, e);
-    fuse_reply_entry(req, &e);
+    // An interrupted request: the kernel never counts this lookup.
+    if (fuse_reply_entry(req, &e) != 0) fs->table().Unref(found->first);
   });
 }
 

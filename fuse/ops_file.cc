@@ -48,6 +48,8 @@ void ReplyOpened(fuse_req_t req, UnionFsImpl* fs, Node* node, Fd fd, fuse_file_i
   // A file just made (entry != nullptr) has one link.
   struct stat st;
   bool single = entry != nullptr || (::fstat(fd.get(), &st) == 0 && st.st_nlink <= 1);
+  if (!single) node->multi_link.store(true);
+  single = single && !node->multi_link.load();
   auto handle = std::make_unique<FileHandle>();
   handle->node = node;
   handle->fd_num.store(fd.get());

@@ -8,6 +8,7 @@
 
 #include "common/fs.h"
 #include "common/path.h"
+#include "common/scope_guard.h"
 #include "drivers/format.h"
 #include "fuse/union_fs_impl.h"
 
@@ -48,6 +49,10 @@ Result<void> UnionFsImpl::DoRename(Node* parent, const std::string& name, Node* 
   if (new_name.size() > NAME_MAX) return Fail(ENAMETOOLONG);
   if (new_name.starts_with(kWhiteoutPrefix)) return Fail(EINVAL, "reserved name " + new_name);
   bool exchange = (flags & RENAME_EXCHANGE) != 0;
+  auto changed = Defer([&] {
+    DirChanged(parent);
+    DirChanged(new_parent);
+  });
   NodeRef src(table_.get(), LAMINA_TRY(LookupNode(parent, name, 1)));
   NodeRef dst;
   {
@@ -65,6 +70,11 @@ Result<void> UnionFsImpl::DoRename(Node* parent, const std::string& name, Node* 
   if (dst) {
     if ((flags & RENAME_NOREPLACE) != 0) return Fail(EEXIST);
     d = dst->Snapshot();
+    // Two names of one file (each looked up as its own node): as POSIX
+    // says, nothing happens. The backing rename would do nothing either
+    // where both names are up, but would move a copied-up name over a
+    // lower one that is not up yet.
+    if (!S_ISDIR(s.type) && !S_ISDIR(d->type) && s.ino == d->ino) return {};
     if (!exchange) {
       if (S_ISDIR(s.type) && !S_ISDIR(d->type)) return Fail(ENOTDIR);
       if (!S_ISDIR(s.type) && S_ISDIR(d->type)) return Fail(EISDIR);
@@ -169,19 +179,30 @@ Result<Node*> UnionFsImpl::DoLink(Node* node, Node* new_parent, const std::strin
   if (new_name.size() > NAME_MAX) return Fail(ENAMETOOLONG);
   if (new_name.starts_with(kWhiteoutPrefix)) return Fail(EINVAL);
   if (S_ISDIR(node->Snapshot().type)) return Fail(EPERM);
+  auto changed = Defer([&] { DirChanged(new_parent); });
   LAMINA_CHECK(CopyUp(node));
   SharedFd pdir = LAMINA_TRY(UpperDir(new_parent));
   bool over_whiteout = LAMINA_TRY(RemoveWhiteout(pdir->get(), new_name));
   NodeState s = node->Snapshot();
-  if (::linkat(s.src_dir->get(), s.src_name.c_str(), pdir->get(), new_name.c_str(), 0) != 0) {
+  // Through the object itself, not its name: a node made by an earlier link
+  // answers for several names, and the one it was made under may since have
+  // been unlinked or replaced by another file.
+  if (::linkat(AT_FDCWD, ProcFdPath(s.fd->get()).c_str(), pdir->get(), new_name.c_str(),
+               AT_SYMLINK_FOLLOW) != 0) {
     int saved = errno;
     if (over_whiteout) (void)MakeWhiteoutAt(pdir->get(), new_name);
     return Fail(saved);
   }
-  // The new name answers with the same node, so the kernel keeps one inode
-  // for both names (and its nlink right).
-  table_->Ref(node);
-  return node;
+  // The new name gets a node of its own, as any name the kernel looks up
+  // later would (a node shared by two names would be known to the table by
+  // one of them only: a lookup or readdirplus of the other would make a
+  // second node anyway, and the kernel would drop the first one's dentry).
+  // The kernel's cached attributes (nlink) and pages of the old node go.
+  node->multi_link.store(true);
+  Node* made = LAMINA_TRY(LookupNode(new_parent, new_name, 1));
+  made->multi_link.store(true);
+  NotifyInvalInode(node);
+  return made;
 }
 
 namespace {

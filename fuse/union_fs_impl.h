@@ -206,6 +206,14 @@ class UnionFsImpl final : public UnionFs {
   // built again where it was not kept.
   Result<std::shared_ptr<const Listing>> PassListing(Node* dir, off_t off);
   void EndPass(Node* dir);
+  // Whether the kernel may cache directory listings (FOPEN_CACHE_DIR, and
+  // the opendir-less mode, which implies it). Off: the kernel's cache can
+  // keep a stale listing for good when two readers start on an empty cache
+  // while the directory changes: the second records the directory's new
+  // version, then the first one's reply, built before the change, fills the
+  // cache (the stress test saw a name made, then missing from every later
+  // listing, or one removed that stayed).
+  static constexpr bool kKernelDirCache = false;
   // Whether directories are opened without OPENDIR (the kernel offered
   // FUSE_CAP_NO_OPENDIR_SUPPORT and caching is on); set by init.
   bool no_opendir() const { return no_opendir_.load(std::memory_order_relaxed); }
@@ -213,6 +221,8 @@ class UnionFsImpl final : public UnionFs {
   Result<std::vector<std::string>> MergedNames(const NodeState& dir);
 
   void NotifyInvalInode(Node* node);
+  // After a change of the names in `dir` (see Node::dir_changes).
+  static void DirChanged(Node* dir) { dir->dir_changes.fetch_add(1, std::memory_order_acq_rel); }
 
  private:
   FsConfig config_;
@@ -227,10 +237,20 @@ class UnionFsImpl final : public UnionFs {
   std::atomic<bool> no_opendir_{false};
   // Listings of handle-less readdir passes in progress, by node and its
   // generation (a node freed and its address reused never matches).
+  // A listing is reused only while the directory's dir_changes is the one
+  // read before it was built (passes of several readers of one directory
+  // share the slot, so one built before a change must not serve another
+  // reader's pass that started after it).
   // Bounded: the oldest goes when a pass starts and kMaxPasses are kept.
+  struct Pass {
+    Node* node;
+    uint64_t generation;
+    uint64_t changes;
+    std::shared_ptr<const Listing> listing;
+  };
   static constexpr size_t kMaxPasses = 64;
   std::mutex passes_mu_;  // a leaf lock: guards passes_
-  std::vector<std::pair<std::pair<Node*, uint64_t>, std::shared_ptr<const Listing>>> passes_;
+  std::vector<Pass> passes_;
   // Per layer: FICLONE from it to the upper failed once (copy-up).
   std::unique_ptr<std::atomic<bool>[]> no_clone_;
   std::atomic<uint64_t> temp_counter_{0};

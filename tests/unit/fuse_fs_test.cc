@@ -421,6 +421,39 @@ TEST_F(FuseFsTest, LowerHardLinksAcrossRemount) {
   SameTrees();
 }
 
+// Two names of one file: rename between them does nothing (POSIX; the
+// kernel overlay with index=on agrees), also where one name is up and the
+// other still lower; a link made through a name that was since replaced
+// links the file, not the replacement; data written through one name shows
+// through the other once it is the only one left.
+TEST_F(FuseFsTest, RenameAndLinkBetweenNamesOfOneFile) {
+  BuildImage();
+  ASSERT_EQ(::link(L2("a").c_str(), L2("a_hard").c_str()), 0);
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    log.push_back(WriteTo(r + "/a", "up", O_WRONLY | O_APPEND));
+    log.push_back(Rc(::rename((r + "/a").c_str(), (r + "/a_hard").c_str())));
+    log.push_back(List(r) + ReadAll(r + "/a") + ReadAll(r + "/a_hard"));
+    log.push_back(WriteTo(r + "/n1", "one", O_WRONLY | O_CREAT));
+    log.push_back(Rc(::link((r + "/n1").c_str(), (r + "/n2").c_str())));
+    log.push_back(Rc(::rename((r + "/n1").c_str(), (r + "/n2").c_str())));
+    log.push_back(ReadAll(r + "/n1") + ReadAll(r + "/n2"));
+    // n1 replaced by another file, then a link through n2.
+    log.push_back(WriteTo(r + "/other", "other", O_WRONLY | O_CREAT));
+    log.push_back(Rc(::rename((r + "/other").c_str(), (r + "/n1").c_str())));
+    log.push_back(Rc(::link((r + "/n2").c_str(), (r + "/n3").c_str())));
+    log.push_back(ReadAll(r + "/n3"));
+    struct stat st {};
+    ::stat((r + "/n2").c_str(), &st);
+    log.push_back("nlink " + std::to_string(st.st_nlink));
+    log.push_back(ReadAll(r + "/n2"));  // cached pages of n2
+    log.push_back(WriteTo(r + "/n3", "three", O_WRONLY | O_TRUNC));
+    log.push_back(Rc(::unlink((r + "/n3").c_str())));
+    log.push_back(ReadAll(r + "/n2"));
+  });
+  SameTrees();
+}
+
 TEST_F(FuseFsTest, InodeNumbersStableAcrossCopyUpAndRemount) {
   BuildImage();
   MountFuse();
