@@ -16,7 +16,8 @@ Result<std::unique_ptr<FuseMount>> FuseMount::Start(const fuse::FsConfig& config
   std::unique_ptr<FuseMount> m(new FuseMount());
   m->mountpoint_ = config.mountpoint;
   m->fs_ = LAMINA_TRY(fuse::UnionFs::Create(config));
-  std::vector<std::string> argv_s = {"lamina-fuse-test", "-o", "fsname=lamina-test,subtype=lamina-fuse"};
+  std::vector<std::string> argv_s = {"lamina-fuse-test", "-o",
+                                     "fsname=lamina-test,subtype=lamina-fuse"};
   if (config.debug) argv_s.push_back("-d");
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
@@ -81,6 +82,17 @@ Result<std::unique_ptr<OverlayMount>> OverlayMount::Start(const std::vector<std:
 }
 
 OverlayMount::~OverlayMount() { ::umount2(mountpoint_.c_str(), MNT_DETACH); }
+
+fuse::FsConfig UnionConfig(std::vector<std::string> lowers, std::string upper, std::string work,
+                           std::string mountpoint) {
+  fuse::FsConfig c;
+  c.lowers = std::move(lowers);
+  c.upper = std::move(upper);
+  c.work = std::move(work);
+  c.mountpoint = std::move(mountpoint);
+  c.timeout = 1000000;
+  return c;
+}
 
 std::string FuseUnavailableReason() {
   if (::access("/dev/fuse", R_OK | W_OK) != 0) return "no usable /dev/fuse";

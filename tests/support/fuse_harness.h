@@ -65,6 +65,11 @@ class OverlayMount {
   std::string mountpoint_;
 };
 
+// The configuration of a union of `lowers` (top first) over `upper`, with
+// the daemon's long kernel caching.
+fuse::FsConfig UnionConfig(std::vector<std::string> lowers, std::string upper, std::string work,
+                           std::string mountpoint);
+
 // Why FUSE mounts cannot run here ("" when they can): /dev/fuse, root.
 std::string FuseUnavailableReason();
 // Why kernel overlay mounts cannot run here ("" when they can).

@@ -90,13 +90,8 @@ class FuseFsTest : public ::testing::Test {
   std::string F(const std::string& rel = "") const { return tmp_.Sub("f_mnt/" + rel); }
 
   fuse::FsConfig Config() const {
-    fuse::FsConfig c;
-    c.lowers = {tmp_.Sub("l1"), tmp_.Sub("l2")};
-    c.upper = tmp_.Sub("f_upper");
-    c.work = tmp_.Sub("f_work");
-    c.mountpoint = tmp_.Sub("f_mnt");
-    c.timeout = 1000000;
-    return c;
+    return UnionConfig({tmp_.Sub("l1"), tmp_.Sub("l2")}, tmp_.Sub("f_upper"), tmp_.Sub("f_work"),
+                       tmp_.Sub("f_mnt"));
   }
 
   void MountBoth() {
