@@ -14,8 +14,9 @@ PACKAGES=(
   fuse3 uidmap busybox-static attr acl
   # tests and benchmarks: loop filesystems, tar formats, baselines
   xfsprogs e2fsprogs util-linux tar gzip zstd fio fuse-overlayfs crun skopeo umoci
-  # fuzzing (libFuzzer with clang)
-  clang libclang-rt-14-dev
+  # fuzzing (libFuzzer with clang; clang 14 cannot compile libstdc++'s
+  # std::expected, clang 16 can: see tests/fuzz/CMakeLists.txt)
+  clang-16 libclang-rt-16-dev
   # procps for pgrep/pkill in tests, kmod for modprobe
   procps kmod
 )

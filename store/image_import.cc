@@ -20,6 +20,7 @@
 #include "common/path.h"
 #include "common/scope_guard.h"
 #include "store/image_oci.h"
+#include "store/image_parse.h"
 #include "store/lock.h"
 
 namespace lamina::store {
@@ -30,6 +31,8 @@ namespace {
 constexpr uint64_t kMaxJsonBytes = uint64_t{8} << 20;
 
 using nlohmann::json;
+using oci::Descriptor;
+using oci::ParseJson;
 
 // Where the members of a layout or archive come from. Names are clean
 // relative paths ("blobs/sha256/<hex>", "manifest.json").
@@ -213,59 +216,10 @@ Result<std::string> ReadAll(int fd, uint64_t limit, const std::string& what) {
   return data;
 }
 
-Result<json> ParseJson(const std::string& text, const std::string& what) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Fail(EINVAL, what + ": not valid JSON");
-  return j;
-}
-
 Result<json> ReadJsonMember(const BlobSource& source, const std::string& name) {
   Fd fd = LAMINA_TRY(source.Open(name));
   std::string what = source.where() + ": " + name;
   return ParseJson(LAMINA_TRY(ReadAll(fd.get(), kMaxJsonBytes, what)), what);
-}
-
-// An OCI content descriptor.
-struct Descriptor {
-  std::string media_type;
-  std::string digest;
-  uint64_t size = 0;
-  std::map<std::string, std::string> annotations;
-  std::string os, architecture, variant;
-};
-
-Result<Descriptor> ParseDescriptor(const json& j, const std::string& what) {
-  if (!j.is_object()) return Fail(EINVAL, what + ": not an object");
-  Descriptor d;
-  if (j.contains("mediaType")) {
-    if (!j["mediaType"].is_string()) return Fail(EINVAL, what + ": mediaType is not a string");
-    d.media_type = j["mediaType"].get<std::string>();
-  }
-  if (!j.contains("digest") || !j["digest"].is_string()) {
-    return Fail(EINVAL, what + ": no digest");
-  }
-  d.digest = j["digest"].get<std::string>();
-  auto hex = oci::DigestHex(d.digest);
-  if (!hex) return Fail(hex.error().Wrap(what));
-  if (!j.contains("size") || !j["size"].is_number_unsigned()) {
-    return Fail(EINVAL, what + ": size missing or not a non-negative integer");
-  }
-  d.size = j["size"].get<uint64_t>();
-  if (j.contains("annotations") && j["annotations"].is_object()) {
-    for (const auto& [key, value] : j["annotations"].items()) {
-      if (value.is_string()) d.annotations[key] = value.get<std::string>();
-    }
-  }
-  if (j.contains("platform") && j["platform"].is_object()) {
-    const json& p = j["platform"];
-    if (p.contains("os") && p["os"].is_string()) d.os = p["os"].get<std::string>();
-    if (p.contains("architecture") && p["architecture"].is_string()) {
-      d.architecture = p["architecture"].get<std::string>();
-    }
-    if (p.contains("variant") && p["variant"].is_string())
-      d.variant = p["variant"].get<std::string>();
-  }
-  return d;
 }
 
 std::string BlobName(const std::string& digest) {
@@ -301,59 +255,6 @@ Result<json> ReadJsonBlob(const BlobSource& source, const Descriptor& d, const s
   LAMINA_CHECK(VerifyBlob(source, d, what));
   Fd fd = LAMINA_TRY(source.Open(BlobName(d.digest)));
   return ParseJson(LAMINA_TRY(ReadAll(fd.get(), kMaxJsonBytes, what)), what);
-}
-
-Result<std::vector<std::string>> JsonStrings(const json& j, const char* key,
-                                             const std::string& what) {
-  std::vector<std::string> out;
-  if (!j.contains(key) || j[key].is_null()) return out;
-  if (!j[key].is_array()) return Fail(EINVAL, what + ": " + key + " is not an array");
-  for (const auto& item : j[key]) {
-    if (!item.is_string()) return Fail(EINVAL, what + ": " + key + " holds a non-string");
-    out.push_back(item.get<std::string>());
-  }
-  return out;
-}
-
-Result<std::string> JsonString(const json& j, const char* key, const std::string& what) {
-  if (!j.contains(key) || j[key].is_null()) return std::string();
-  if (!j[key].is_string()) return Fail(EINVAL, what + ": " + key + " is not a string");
-  return j[key].get<std::string>();
-}
-
-// An OCI (or Docker) image config: what a run needs and the DiffIDs.
-struct ParsedConfig {
-  ImageConfig config;
-  std::string created;
-  std::vector<std::string> diff_ids;
-};
-
-Result<ParsedConfig> ParseImageConfig(const json& j, const std::string& what) {
-  if (!j.is_object()) return Fail(EINVAL, what + ": not an object");
-  ParsedConfig out;
-  out.created = LAMINA_TRY(JsonString(j, "created", what));
-  std::string os = LAMINA_TRY(JsonString(j, "os", what));
-  if (!os.empty() && os != "linux") return Fail(ENOTSUP, what + ": an image for " + os);
-  if (j.contains("config") && !j["config"].is_null()) {
-    const json& c = j["config"];
-    if (!c.is_object()) return Fail(EINVAL, what + ": config is not an object");
-    out.config.entrypoint = LAMINA_TRY(JsonStrings(c, "Entrypoint", what));
-    out.config.cmd = LAMINA_TRY(JsonStrings(c, "Cmd", what));
-    out.config.env = LAMINA_TRY(JsonStrings(c, "Env", what));
-    out.config.working_dir = LAMINA_TRY(JsonString(c, "WorkingDir", what));
-    out.config.user = LAMINA_TRY(JsonString(c, "User", what));
-    out.config.hostname = LAMINA_TRY(JsonString(c, "Hostname", what));
-  }
-  if (!j.contains("rootfs") || !j["rootfs"].is_object()) return Fail(EINVAL, what + ": no rootfs");
-  const json& rootfs = j["rootfs"];
-  std::string type = LAMINA_TRY(JsonString(rootfs, "type", what));
-  if (type != "layers") return Fail(EINVAL, what + ": rootfs.type is \"" + type + "\", not layers");
-  out.diff_ids = LAMINA_TRY(JsonStrings(rootfs, "diff_ids", what));
-  for (const auto& id : out.diff_ids) {
-    auto hex = oci::DigestHex(id);
-    if (!hex) return Fail(hex.error().Wrap(what + ": rootfs.diff_ids"));
-  }
-  return out;
 }
 
 // A name from a file or directory name: lower case, other characters as
@@ -396,25 +297,6 @@ bool IsIndexType(const std::string& media_type) {
   return media_type == oci::kMediaIndex || media_type == oci::kDockerManifestList;
 }
 
-// Picks this host's manifest in an image index (linux, this architecture).
-Result<Descriptor> PickPlatform(const json& index, const std::string& what) {
-  if (!index.contains("manifests") || !index["manifests"].is_array()) {
-    return Fail(EINVAL, what + ": no manifests array");
-  }
-  std::string arch = oci::HostArchitecture();
-  std::vector<std::string> seen;
-  size_t i = 0;
-  for (const auto& item : index["manifests"]) {
-    Descriptor d =
-        LAMINA_TRY(ParseDescriptor(item, what + " manifests[" + std::to_string(i++) + "]"));
-    if (d.os == "linux" && d.architecture == arch) return d;
-    seen.push_back(d.os + "/" + d.architecture);
-  }
-  std::string list;
-  for (const auto& s : seen) list += (list.empty() ? "" : ", ") + s;
-  return Fail(ENOTSUP, what + ": no linux/" + arch + " image (it has: " + list + ")");
-}
-
 Result<Plan> PlanOci(const BlobSource& source, const ImportOptions& options) {
   json layout = LAMINA_TRY(ReadJsonMember(source, "oci-layout"));
   if (!layout.is_object() || !layout.contains("imageLayoutVersion") ||
@@ -423,15 +305,7 @@ Result<Plan> PlanOci(const BlobSource& source, const ImportOptions& options) {
   }
   json index = LAMINA_TRY(ReadJsonMember(source, "index.json"));
   std::string what = source.where() + ": index.json";
-  if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array()) {
-    return Fail(EINVAL, what + ": no manifests array");
-  }
-  std::vector<Descriptor> entries;
-  for (const auto& item : index["manifests"]) {
-    entries.push_back(LAMINA_TRY(
-        ParseDescriptor(item, what + " manifests[" + std::to_string(entries.size()) + "]")));
-  }
-  if (entries.empty()) return Fail(EINVAL, what + ": lists no image");
+  std::vector<Descriptor> entries = LAMINA_TRY(oci::ParseIndex(index, what, /*non_empty=*/true));
   auto ref_of = [](const Descriptor& d) {
     auto it = d.annotations.find(std::string(oci::kRefNameAnnotation));
     return it == d.annotations.end() ? std::string() : it->second;
@@ -485,36 +359,20 @@ Result<Plan> PlanOci(const BlobSource& source, const ImportOptions& options) {
     if (depth >= 4) return Fail(EINVAL, what + ": indexes nested too deep");
     std::string w = source.where() + ": index " + desc.digest;
     json nested = LAMINA_TRY(ReadJsonBlob(source, desc, w));
-    desc = LAMINA_TRY(PickPlatform(nested, w));
+    desc = LAMINA_TRY(oci::PickPlatform(nested, w));
   }
   if (!desc.media_type.empty() && desc.media_type != oci::kMediaManifest &&
       desc.media_type != oci::kDockerManifest) {
     return Fail(ENOTSUP, what + ": media type " + desc.media_type + " is not an image manifest");
   }
   std::string mwhat = source.where() + ": manifest " + desc.digest;
-  json manifest = LAMINA_TRY(ReadJsonBlob(source, desc, mwhat));
-  if (!manifest.is_object()) return Fail(EINVAL, mwhat + ": not an object");
-  if (manifest.contains("manifests")) {
-    return Fail(EINVAL, mwhat + ": an index where a manifest was expected");
-  }
-  if (!manifest.contains("config")) return Fail(EINVAL, mwhat + ": no config");
-  Descriptor config_desc = LAMINA_TRY(ParseDescriptor(manifest["config"], mwhat + " config"));
-  if (!manifest.contains("layers") || !manifest["layers"].is_array()) {
-    return Fail(EINVAL, mwhat + ": no layers array");
-  }
-  std::vector<Descriptor> layer_descs;
-  for (const auto& item : manifest["layers"]) {
-    std::string lwhat = mwhat + " layer " + std::to_string(layer_descs.size() + 1);
-    Descriptor d = LAMINA_TRY(ParseDescriptor(item, lwhat));
-    if (!oci::IsLayerMediaType(d.media_type)) {
-      return Fail(ENOTSUP,
-                  lwhat + ": media type \"" + d.media_type + "\" is not a layer lamina reads");
-    }
-    layer_descs.push_back(std::move(d));
-  }
+  json manifest_json = LAMINA_TRY(ReadJsonBlob(source, desc, mwhat));
+  oci::Manifest manifest = LAMINA_TRY(oci::ParseManifest(manifest_json, mwhat));
+  const Descriptor& config_desc = manifest.config;
+  const std::vector<Descriptor>& layer_descs = manifest.layers;
   std::string cwhat = source.where() + ": config " + config_desc.digest;
   json config_json = LAMINA_TRY(ReadJsonBlob(source, config_desc, cwhat));
-  ParsedConfig config = LAMINA_TRY(ParseImageConfig(config_json, cwhat));
+  oci::ParsedConfig config = LAMINA_TRY(oci::ParseImageConfig(config_json, cwhat));
   if (config.diff_ids.size() != layer_descs.size()) {
     return Fail(EINVAL, cwhat + ": " + std::to_string(config.diff_ids.size()) + " diff_ids for " +
                             std::to_string(layer_descs.size()) + " layers");
@@ -579,22 +437,16 @@ Result<void> CheckPromise(const BlobSource& source, const std::string& name,
 
 Result<Plan> PlanDocker(const BlobSource& source, const ImportOptions& options) {
   std::string what = source.where() + ": manifest.json";
-  json manifest = LAMINA_TRY(ReadJsonMember(source, "manifest.json"));
-  if (!manifest.is_array() || manifest.empty())
-    return Fail(EINVAL, what + ": not a non-empty array");
-  auto tags_of = [&](const json& entry) -> Result<std::vector<std::string>> {
-    return JsonStrings(entry, "RepoTags", what);
-  };
-  const json* chosen = nullptr;
+  std::vector<oci::DockerEntry> manifest = LAMINA_TRY(
+      oci::ParseDockerManifest(LAMINA_TRY(ReadJsonMember(source, "manifest.json")), what));
+  const oci::DockerEntry* chosen = nullptr;
   std::string chosen_tag;
   std::vector<std::string> all_tags;
   for (const auto& entry : manifest) {
-    if (!entry.is_object()) return Fail(EINVAL, what + ": an entry is not an object");
-    auto tags = LAMINA_TRY(tags_of(entry));
-    all_tags.insert(all_tags.end(), tags.begin(), tags.end());
+    all_tags.insert(all_tags.end(), entry.repo_tags.begin(), entry.repo_tags.end());
     if (options.ref.empty()) continue;
     auto wanted = NormalizeImageName(options.ref);
-    for (const auto& tag : tags) {
+    for (const auto& tag : entry.repo_tags) {
       if (tag == options.ref || (wanted && NormalizeImageName(tag) == *wanted)) {
         chosen = &entry;
         chosen_tag = tag;
@@ -603,8 +455,7 @@ Result<Plan> PlanDocker(const BlobSource& source, const ImportOptions& options) 
   }
   if (options.ref.empty() && manifest.size() == 1) {
     chosen = &manifest[0];
-    auto tags = LAMINA_TRY(tags_of(*chosen));
-    if (!tags.empty()) chosen_tag = tags.front();
+    if (!chosen->repo_tags.empty()) chosen_tag = chosen->repo_tags.front();
   }
   if (chosen == nullptr) {
     std::string list;
@@ -621,8 +472,7 @@ Result<Plan> PlanDocker(const BlobSource& source, const ImportOptions& options) 
   if (candidate.empty()) candidate = NameFromPath(options.path);
   plan.image.name = LAMINA_TRY(NameOrDerived(options, candidate));
 
-  std::string config_path =
-      LAMINA_TRY(ArchivePath(LAMINA_TRY(JsonString(*chosen, "Config", what)), what + " Config"));
+  std::string config_path = LAMINA_TRY(ArchivePath(chosen->config, what + " Config"));
   auto config_fd = source.Open(config_path);
   if (!config_fd) {
     return Fail(config_fd.error().code(), what + ": config " + config_path + " is missing");
@@ -631,8 +481,8 @@ Result<Plan> PlanDocker(const BlobSource& source, const ImportOptions& options) 
   std::string cwhat = source.where() + ": " + config_path;
   json config_json =
       LAMINA_TRY(ParseJson(LAMINA_TRY(ReadAll(config_fd->get(), kMaxJsonBytes, cwhat)), cwhat));
-  ParsedConfig config = LAMINA_TRY(ParseImageConfig(config_json, cwhat));
-  std::vector<std::string> layer_paths = LAMINA_TRY(JsonStrings(*chosen, "Layers", what));
+  oci::ParsedConfig config = LAMINA_TRY(oci::ParseImageConfig(config_json, cwhat));
+  const std::vector<std::string>& layer_paths = chosen->layers;
   if (layer_paths.size() != config.diff_ids.size()) {
     return Fail(EINVAL, what + ": " + std::to_string(layer_paths.size()) +
                             " layers, the config has " + std::to_string(config.diff_ids.size()) +
