@@ -2,10 +2,12 @@
 # From a fresh Debian 12 machine to lamina's main job: installs the
 # dependencies, builds, and runs it. Run as root (or with sudo).
 #
-# The main job today: `lamina info` (host facts and each driver's verdict),
-# then a layer round trip on the automatically chosen driver: a base layer
-# applied from a tar of busybox, a writable layer on it, a file written
-# through the mount, and the change exported as an OCI layer tar.
+# The main job: `lamina info` (host facts and each driver's verdict), a layer
+# round trip on the automatically chosen driver (a base layer applied from a
+# tar of busybox, a writable layer on it, a file written through the mount,
+# the change exported as an OCI layer tar), and at the end a real container
+# from the built-in busybox image on that driver, which shows its hostname,
+# its PID 1 and its merged root.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$LAMINA_SRC"
 "$LAMINA_SRC/scripts/install-deps.sh"
@@ -45,4 +47,15 @@ as_root "$LAMINA" --root "$ROOT" layer diff "$TOP" -o "$WORK/top.tar"
 echo "exported layer tar:"
 tar -tvf "$WORK/top.tar" | sed 's/^/  /'
 TOP=""
+
+step "a container from the built-in busybox image on the chosen driver"
+# The script comes on stdin, so that PID 1 is a plain `sh -s`.
+as_root "$LAMINA" --root "$ROOT" run --hostname lamina-demo busybox sh -s <<'EOF'
+echo "hostname:        $(hostname)"
+echo "PID 1:           $(tr '\0' ' ' < /proc/1/cmdline)"
+echo "processes (the container's only):"
+ps -o pid,user,args | sed 's/^/  /'
+echo "its merged root (on /) and mounts:"
+mount | head -n 6 | sed 's/^/  /'
+EOF
 step "done"
