@@ -121,25 +121,30 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
     (void)containers.Delete(record.id);
   });
 
-  record.mounted = true;  // recorded before the mount: a crash in between is harmless
-  OrThrow(containers.Update(record), kRunError);
-  spec.rootfs = OrThrow(store->Mount(layer), kRunError);
+  // The root: mounted here, or, where the driver mounts only in a user
+  // namespace of our own (the kernel overlay rootless), by the container
+  // inside its namespaces, gone with them (so nothing to unmount).
+  bool host_mount = store->driver().Scope() == MountScope::kHost;
+  if (host_mount) {
+    record.mounted = true;  // recorded before the mount: a crash in between is harmless
+    OrThrow(containers.Update(record), kRunError);
+    spec.rootfs = OrThrow(store->Mount(layer), kRunError);
+  } else {
+    NamespaceMount mount = OrThrow(store->PrepareNamespaceMount(layer), kRunError);
+    spec.rootfs = mount.target;
+    spec.mount_root = std::move(mount.mount);
+  }
   auto unmount = Defer([&] {
+    if (!host_mount) return;
     auto unmounted = store->Unmount(layer);
     if (!unmounted) std::cerr << "lamina: " << store::Describe(unmounted.error()) << "\n";
   });
 
-  // User, environment and working directory: the image's, overridden.
-  {
-    Fd root = OrThrow(OpenDirPath(spec.rootfs), kRunError);
-    std::string user = args.user.empty() ? config.user : args.user;
-    auto resolved = OrThrow(launcher::ResolveUser(root.get(), user), kRunError);
-    spec.uid = resolved.uid;
-    spec.gid = resolved.gid;
-    spec.groups = resolved.groups;
-    spec.env = launcher::MergeEnv(config.env, args.env, resolved.home);
-    if (spec.tty) spec.env = launcher::MergeEnv(spec.env, {"TERM=xterm"}, resolved.home);
-  }
+  // User, environment and working directory: the image's, overridden (the
+  // user and environment are resolved inside the container).
+  spec.user = args.user.empty() ? config.user : args.user;
+  spec.env = config.env;
+  spec.env_overrides = args.env;
   spec.cwd = !args.workdir.empty()        ? args.workdir
              : config.working_dir.empty() ? "/"
                                           : config.working_dir;
@@ -158,7 +163,8 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
   if (!ran) throw CommandError(ran.error().message(), kRunError);
 
   unmount.Dismiss();
-  auto unmounted = store->Unmount(layer);
+  Result<void> unmounted;
+  if (host_mount) unmounted = store->Unmount(layer);
   if (!unmounted) std::cerr << "lamina: " << store::Describe(unmounted.error()) << "\n";
   record.mounted = !unmounted;
   record.cgroups.clear();

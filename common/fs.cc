@@ -109,7 +109,19 @@ static Result<void> EmptyDir(int dirfd, const std::string& what) {
 Result<void> RemoveTreeAt(int dirfd, const std::string& name) {
   if (::unlinkat(dirfd, name.c_str(), 0) == 0 || errno == ENOENT) return {};
   if (errno != EISDIR && errno != EPERM) return FailErrno("unlink " + name);
-  int sub = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  constexpr int kFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+  int sub = ::openat(dirfd, name.c_str(), kFlags);
+  if (sub < 0 && errno == EACCES) {
+    // A directory of ours that we may not read: the kernel overlay's
+    // work/work (mode 000) from a mount in a user namespace. An empty one
+    // goes as it is; another gets u+rwx first.
+    if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) == 0) return {};
+    if (::fchmodat(dirfd, name.c_str(), 0700, 0) == 0) {
+      sub = ::openat(dirfd, name.c_str(), kFlags);
+    } else {
+      errno = EACCES;
+    }
+  }
   if (sub < 0) {
     if (errno == ENOENT) return {};
     return FailErrno("open " + name);

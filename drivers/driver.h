@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -64,6 +65,27 @@ struct MountOptions {
   std::string mount_label;
 };
 
+// Where a driver's mounts can be made.
+enum class MountScope {
+  // In the caller's mount namespace: Mount works, and every process sees the tree.
+  kHost,
+  // Only in a mount namespace of a user namespace the caller makes itself
+  // (the kernel overlay rootless: the kernel allows it there with userxattr,
+  // not in the initial namespace). Mount fails with EPERM and advice; a
+  // container's root comes from PrepareNamespaceMount, mounted inside it.
+  kUserNamespace,
+};
+
+// A union mount made later by another process, inside its own mount
+// namespace (a container's), which takes the mount with it when it ends: no
+// reference count and nothing to unmount.
+struct NamespaceMount {
+  std::string target;  // where it mounts: the layer's merged path
+  // Makes the mount in the calling process's mount namespace. Runs in a
+  // freshly cloned child: system calls only, no logging, never throws.
+  std::function<Result<void>()> mount;
+};
+
 enum class ChangeKind { kAdded, kModified, kDeleted };
 struct Change {
   std::string path;  // relative to the layer root, no leading "/", e.g. "etc/passwd"
@@ -106,6 +128,20 @@ class Driver {
   // Reference counted: each successful Mount needs one Unmount; the second
   // and later calls return the same path.
   virtual Result<std::string> Mount(const std::string& id, const MountOptions& options) = 0;
+
+  // Where Mount can mount (known after Probe).
+  virtual MountScope Scope() const { return MountScope::kHost; }
+
+  // Prepares the union of `id` for NamespaceMount::mount in another
+  // process's own mount namespace; the directories it needs exist when this
+  // returns. Errors as Mount's. Drivers whose Scope is kHost need not offer
+  // it (EOPNOTSUPP).
+  virtual Result<NamespaceMount> PrepareNamespaceMount(const std::string& id,
+                                                       const MountOptions& options) {
+    (void)options;
+    return Fail(EOPNOTSUPP,
+                std::string(Name()) + " driver: no mounts in another namespace for " + id);
+  }
 
   // Drops one reference; the last one unmounts. EINVAL if not mounted.
   virtual Result<void> Unmount(const std::string& id) = 0;

@@ -61,6 +61,11 @@ class OverlayDriver final : public Driver {
   Result<void> Remove(const std::string& id) override;
   bool Exists(const std::string& id) const override { return home_.Exists(id); }
   Result<std::string> Mount(const std::string& id, const MountOptions& options) override;
+  MountScope Scope() const override {
+    return userns_only_ ? MountScope::kUserNamespace : MountScope::kHost;
+  }
+  Result<NamespaceMount> PrepareNamespaceMount(const std::string& id,
+                                               const MountOptions& options) override;
   Result<void> Unmount(const std::string& id) override;
   Result<int> MountCount(const std::string& id) const override;
   // Content calls shared with the fuse driver (drivers/union_layers.h):
@@ -93,6 +98,13 @@ class OverlayDriver final : public Driver {
   Result<void> MountSpec(const OverlaySpec& spec,
                          const std::function<Result<OverlaySpec>()>& make_legacy,
                          const std::string& legacy_base);
+  // The mount of `id` (whose ancestry is `chain`) on its merged dir: with
+  // absolute paths, or for mount(2) relative to the home (short links).
+  Result<OverlaySpec> BuildSpec(const std::string& id, const std::vector<std::string>& chain,
+                                const MountOptions& options, bool legacy);
+  // The probe's trial: mounts `dir`/{lower1,lower2,upper,work} on
+  // `dir`/merged, reads and writes through it, unmounts; the API used.
+  Result<std::string> TrialMount(const std::string& dir);
   Result<std::string> EnsureShortLink(const std::string& id);
   // The short name recorded in <id>/link, or "".
   std::string ReadShortLink(const std::string& id) const;
@@ -105,6 +117,9 @@ class OverlayDriver final : public Driver {
   // Set once the kernel has shown it lacks the new API (auto mode).
   bool new_api_missing_ = false;
   std::string used_api_;
+  // Set by Probe for a user without root: mounts only in a user namespace of
+  // our own (MountScope::kUserNamespace).
+  bool userns_only_ = false;
 };
 
 Result<void> OverlayDriver::MountSpec(const OverlaySpec& spec,
@@ -196,7 +211,9 @@ ProbeResult OverlayDriver::Probe(const HostFacts& host) {
                   ") does not take user.* xattrs, needed for userxattr");
   }
 
-  // A real trial mount with the options real mounts use.
+  // A real trial mount with the options real mounts use; for a user without
+  // root, inside a user namespace of our own, where containers mount it.
+  bool rootless = host.euid != 0 && !host.in_user_namespace;
   std::string tmpl = host.store_root + "/.overlay-probe-XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
@@ -206,7 +223,7 @@ ProbeResult OverlayDriver::Probe(const HostFacts& host) {
   }
   std::string dir = buf.data();
   auto cleanup = Defer([&] {
-    (void)overlay::Unmount(dir + "/merged");
+    if (!rootless) (void)overlay::Unmount(dir + "/merged");
     auto removed = RemoveTree(dir);
     if (!removed) spdlog::warn("overlay probe cleanup: {}", removed.error().message());
   });
@@ -218,6 +235,32 @@ ProbeResult OverlayDriver::Probe(const HostFacts& host) {
   if (!WriteFileAtomic(dir + "/lower2/probe", "lamina\n")) {
     return refuse("cannot write a trial file in " + host.store_root);
   }
+  auto tried = rootless ? RunInUserNamespace([&] { return TrialMount(dir); }) : TrialMount(dir);
+  if (!tried) {
+    std::string why = "trial overlay mount in " + host.store_root +
+                      (rootless ? " (in a user namespace of its own)" : "") +
+                      " failed: " + tried.error().message();
+    if (!host.overlay_listed) why += " (overlay is not in /proc/filesystems)";
+    return refuse(why);
+  }
+  used_api_ = *tried;
+  if (used_api_ == "legacy") new_api_missing_ = true;
+  userns_only_ = rootless;
+  f["mount_api"] = used_api_ == "new" ? "new (fsopen, lowerdir+)" : "legacy (mount(2), l/ links)";
+  f["max_layers"] = used_api_ == "new" ? "500" : "about 140";
+  f["mount_scope"] = rootless ? "user namespaces of its own only (containers)" : "host";
+  result.usable = true;
+  result.reason = "overlay mounted in " + host.store_root + " (" + host.backing_fs + ", d_type, " +
+                  f["mount_api"] + ", " + (userxattr() ? "userxattr" : "trusted xattrs") + ")";
+  if (rootless) {
+    result.reason +=
+        " in a user namespace: rootless, so containers (lamina run) mount it "
+        "inside theirs; lamina layer mount needs --driver fuse";
+  }
+  return result;
+}
+
+Result<std::string> OverlayDriver::TrialMount(const std::string& dir) {
   OverlaySpec spec;
   spec.lowers = {dir + "/lower1", dir + "/lower2"};
   spec.upper = dir + "/upper";
@@ -232,28 +275,17 @@ ProbeResult OverlayDriver::Probe(const HostFacts& host) {
     legacy.work = "work";
     return legacy;
   };
-  auto mounted = MountSpec(spec, make_legacy, dir);
-  if (!mounted) {
-    std::string why = "trial overlay mount in " + host.store_root + " failed: " +
-                      mounted.error().message();
-    if (!host.overlay_listed) why += " (overlay is not in /proc/filesystems)";
-    return refuse(why);
-  }
-  f["mount_api"] = used_api_ == "new" ? "new (fsopen, lowerdir+)" : "legacy (mount(2), l/ links)";
-  f["max_layers"] = used_api_ == "new" ? "500" : "about 140";
+  LAMINA_CHECK(MountSpec(spec, make_legacy, dir));
+  auto unmount = Defer([&] { (void)overlay::Unmount(spec.target); });
   auto content = ReadFile(dir + "/merged/probe");
   bool write_ok = WriteFileAtomic(dir + "/merged/written", "x").has_value();
   if (!content || *content != "lamina\n" || !write_ok) {
-    return refuse("trial overlay mount in " + host.store_root +
-                  " mounted but did not read or write as expected");
+    return Fail(EIO, "mounted, but it did not read or write as expected");
   }
-  if (auto unmounted = overlay::Unmount(dir + "/merged"); !unmounted) {
-    return refuse("trial overlay unmount failed: " + unmounted.error().message());
-  }
-  result.usable = true;
-  result.reason = "overlay mounted in " + host.store_root + " (" + host.backing_fs + ", d_type, " +
-                  f["mount_api"] + ", " + (userxattr() ? "userxattr" : "trusted xattrs") + ")";
-  return result;
+  unmount.Dismiss();
+  auto unmounted = overlay::Unmount(spec.target);
+  if (!unmounted) return Fail(unmounted.error().Wrap("trial unmount"));
+  return used_api_;
 }
 
 Result<void> OverlayDriver::Create(const std::string& id, const std::string& parent,
@@ -276,9 +308,43 @@ Result<void> OverlayDriver::Remove(const std::string& id) {
   return {};
 }
 
+Result<OverlaySpec> OverlayDriver::BuildSpec(const std::string& id,
+                                             const std::vector<std::string>& chain,
+                                             const MountOptions& options, bool legacy) {
+  std::string merged = home_.MergedDir(id);
+  bool writable = PathExists(home_.WorkDir(id)) && !options.read_only;
+  OverlaySpec spec;
+  spec.target = merged;
+  spec.read_only = !writable;
+  spec.userxattr = userxattr();
+  spec.redirect_dir = redirect_dir();
+  spec.label = options.mount_label;
+  // Lower layers: the ancestors, or the whole chain for a read-only view.
+  std::vector<std::string> lower_ids(chain.begin() + (writable ? 1 : 0), chain.end());
+  for (const auto& lower : lower_ids) {
+    spec.lowers.push_back(legacy ? std::string(kLinkDir) + "/" + LAMINA_TRY(EnsureShortLink(lower))
+                                 : home_.DiffDir(lower));
+  }
+  if (spec.lowers.size() < (writable ? 1u : 2u)) {
+    std::string empty = LAMINA_TRY(EnsureEmptyDir(id));
+    spec.lowers.push_back(legacy ? id + "/" + kEmptyDir : empty);
+  }
+  if (writable) {
+    spec.upper = legacy ? id + "/diff" : home_.DiffDir(id);
+    spec.work = legacy ? id + "/work" : home_.WorkDir(id);
+  }
+  return spec;
+}
+
 Result<std::string> OverlayDriver::Mount(const std::string& id, const MountOptions& options) {
   LAMINA_CHECK(CheckOptions());
   LAMINA_CHECK(ValidateLayerId(id));
+  if (userns_only_) {
+    return Fail(EPERM,
+                "the kernel overlay mounts for a user without root only inside a user namespace "
+                "of its own: containers (lamina run) get their root mounted there; for a mount "
+                "that this shell can see, use the fuse driver on the same store (--driver fuse)");
+  }
   auto chain = LAMINA_TRY(home_.Chain(id));
   auto refs = LAMINA_TRY(MountRefs::Lock(home_, id));
   std::string merged = home_.MergedDir(id);
@@ -295,41 +361,42 @@ Result<std::string> OverlayDriver::Mount(const std::string& id, const MountOptio
   }
   if (::mkdir(merged.c_str(), 0755) != 0 && errno != EEXIST) return FailErrno("mkdir " + merged);
 
-  bool writable = PathExists(home_.WorkDir(id)) && !options.read_only;
-  OverlaySpec spec;
-  spec.target = merged;
-  spec.read_only = !writable;
-  spec.userxattr = userxattr();
-  spec.redirect_dir = redirect_dir();
-  spec.label = options.mount_label;
-  // Lower layers: the ancestors, or the whole chain for a read-only view.
-  std::vector<std::string> lower_ids(chain.begin() + (writable ? 1 : 0), chain.end());
-  for (const auto& lower : lower_ids) spec.lowers.push_back(home_.DiffDir(lower));
-  bool add_empty = spec.lowers.size() < (writable ? 1u : 2u);
-  if (add_empty) spec.lowers.push_back(LAMINA_TRY(EnsureEmptyDir(id)));
-  if (writable) {
-    spec.upper = home_.DiffDir(id);
-    spec.work = home_.WorkDir(id);
-  }
-  auto make_legacy = [&]() -> Result<OverlaySpec> {
-    OverlaySpec legacy = spec;
-    legacy.lowers.clear();
-    for (const auto& lower : lower_ids) {
-      legacy.lowers.push_back(std::string(kLinkDir) + "/" + LAMINA_TRY(EnsureShortLink(lower)));
-    }
-    if (add_empty) legacy.lowers.push_back(id + "/" + kEmptyDir);
-    if (writable) {
-      legacy.upper = id + "/diff";
-      legacy.work = id + "/work";
-    }
-    return legacy;
-  };
+  OverlaySpec spec = LAMINA_TRY(BuildSpec(id, chain, options, /*legacy=*/false));
+  auto make_legacy = [&]() { return BuildSpec(id, chain, options, /*legacy=*/true); };
   auto done = MountSpec(spec, make_legacy, home_.home());
   if (!done) return Fail(done.error().Wrap("mount layer " + id));
   auto undo = Defer([&] { (void)overlay::Unmount(merged); });
   LAMINA_CHECK(refs.Set(1));
   undo.Dismiss();
   return merged;
+}
+
+Result<NamespaceMount> OverlayDriver::PrepareNamespaceMount(const std::string& id,
+                                                            const MountOptions& options) {
+  LAMINA_CHECK(CheckOptions());
+  LAMINA_CHECK(ValidateLayerId(id));
+  auto chain = LAMINA_TRY(home_.Chain(id));
+  std::string merged = home_.MergedDir(id);
+  if (::mkdir(merged.c_str(), 0755) != 0 && errno != EEXIST) return FailErrno("mkdir " + merged);
+  NamespaceMount result;
+  result.target = merged;
+  // The API the probe found working (it mounted the same way).
+  if (options_.mount_api == MountApi::kLegacy || new_api_missing_) {
+    OverlaySpec legacy = LAMINA_TRY(BuildSpec(id, chain, options, /*legacy=*/true));
+    result.mount = [legacy, base = home_.home(), id]() -> Result<void> {
+      auto mounted = MountLegacy(legacy, base);
+      if (!mounted) return Fail(mounted.error().Wrap("mount layer " + id));
+      return {};
+    };
+  } else {
+    OverlaySpec spec = LAMINA_TRY(BuildSpec(id, chain, options, /*legacy=*/false));
+    result.mount = [spec, id]() -> Result<void> {
+      auto mounted = MountNewApi(spec);
+      if (!mounted) return Fail(mounted.error().Wrap("mount layer " + id));
+      return {};
+    };
+  }
+  return result;
 }
 
 Result<void> OverlayDriver::Unmount(const std::string& id) {
@@ -352,6 +419,7 @@ std::vector<std::pair<std::string, std::string>> OverlayDriver::Status() const {
   status.emplace_back("metacopy", "off");
   status.emplace_back("mount_api_option", std::string(MountApiName(options_.mount_api)));
   if (!used_api_.empty()) status.emplace_back("mount_api_used", used_api_);
+  if (userns_only_) status.emplace_back("mount_scope", "user namespaces of its own (rootless)");
   if (options_error_) status.emplace_back("options_error", options_error_->message());
   return status;
 }

@@ -1,11 +1,13 @@
 #include "kernel-overlay/overlay_mount.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 
 #include "common/fd.h"
 
@@ -138,6 +140,67 @@ Result<void> MountLegacy(const OverlaySpec& spec, const std::string& legacy_base
   int code = WEXITSTATUS(status);
   if (code != 0) return Fail(code, "mount overlay on " + spec.target + " (" + data + ")");
   return {};
+}
+
+namespace {
+
+Result<void> WriteProcSelf(const char* file, const std::string& text) {
+  std::string path = std::string("/proc/self/") + file;
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return FailErrno("open " + path);
+  Fd guard(fd);
+  if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return FailErrno("write " + path);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<std::string> RunInUserNamespace(const std::function<Result<std::string>()>& fn) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return FailErrno("pipe");
+  Fd read_end(fds[0]), write_end(fds[1]);
+  std::string uid_map = "0 " + std::to_string(::geteuid()) + " 1\n";
+  std::string gid_map = "0 " + std::to_string(::getegid()) + " 1\n";
+  pid_t pid = ::fork();
+  if (pid < 0) return FailErrno("fork for a user namespace");
+  if (pid == 0) {
+    read_end.Reset();
+    auto run = [&]() -> Result<std::string> {
+      if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return FailErrno("unshare a user namespace");
+      LAMINA_CHECK(WriteProcSelf("setgroups", "deny"));
+      LAMINA_CHECK(WriteProcSelf("uid_map", uid_map));
+      LAMINA_CHECK(WriteProcSelf("gid_map", gid_map));
+      return fn();
+    };
+    auto result = run();
+    // "0\nvalue" or "errno\ncontext".
+    std::string text =
+        result ? "0\n" + *result
+               : std::to_string(result.error().code()) + "\n" + result.error().context();
+    ssize_t ignored = ::write(write_end.get(), text.data(), text.size());
+    (void)ignored;
+    ::_exit(result ? 0 : 1);
+  }
+  write_end.Reset();
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(read_end.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return FailErrno("wait for the user namespace child");
+  }
+  size_t nl = text.find('\n');
+  if (nl == std::string::npos) return Fail(EIO, "the user namespace child died");
+  int code = std::atoi(text.substr(0, nl).c_str());
+  if (code == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) return text.substr(nl + 1);
+  return Fail(code == 0 ? EIO : code, text.substr(nl + 1));
 }
 
 Result<void> Unmount(const std::string& target) {

@@ -2,6 +2,7 @@
 
 // Low-level kernel overlay mounts, independent of layers and stores.
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,12 @@ Result<std::string> LegacyMountData(const OverlaySpec& spec);
 // relative lower/upper/work paths stay short without changing the calling
 // process's working directory.
 Result<void> MountLegacy(const OverlaySpec& spec, const std::string& legacy_base);
+
+// Runs `fn` in a forked child inside a new user namespace, with the caller's
+// uid and gid as its root (one id each), and a new mount namespace owned by
+// it, where a user without root may mount overlay (with userxattr). Returns
+// what `fn` returned; its mounts end with the child.
+Result<std::string> RunInUserNamespace(const std::function<Result<std::string>()>& fn);
 
 // Unmounts `target` (not lazily). EBUSY while in use, EINVAL if not a mount.
 Result<void> Unmount(const std::string& target);

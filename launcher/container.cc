@@ -100,7 +100,7 @@ struct ChildContext {
 
 // Reports an error to the launcher and ends the child.
 [[noreturn]] void ChildFail(const ChildContext& ctx, const Error& error) {
-  std::string text = std::to_string(error.code()) + "\n" + error.message();
+  std::string text = std::to_string(error.code()) + "\n" + error.context();
   (void)WriteAll(ctx.error_write, text.data(), text.size());
   ::_exit(125);
 }
@@ -169,13 +169,13 @@ Result<void> ChildTerminal(const ChildContext& ctx) {
 }
 
 // execvp with the container's PATH (glibc's execvpe searches the caller's).
-Error Exec(const ContainerSpec& spec) {
+Error Exec(const ContainerSpec& spec, const std::vector<std::string>& env) {
   std::vector<char*> argv;
   for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   std::vector<char*> envp;
   std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-  for (const auto& e : spec.env) {
+  for (const auto& e : env) {
     envp.push_back(const_cast<char*>(e.c_str()));
     if (e.starts_with("PATH=")) path = e.substr(5);
   }
@@ -200,7 +200,8 @@ Error Exec(const ContainerSpec& spec) {
   return Error(saved, "exec " + file);
 }
 
-Result<void> ChildSetupAll(const ChildContext& ctx) {
+// Everything before the exec; returns the command's environment.
+Result<std::vector<std::string>> ChildSetupAll(const ChildContext& ctx) {
   const ContainerSpec& spec = *ctx.spec;
   // Wait until the launcher has written the maps and set the cgroups.
   char go = 0;
@@ -224,6 +225,16 @@ Result<void> ChildSetupAll(const ChildContext& ctx) {
   setup.gid5_mapped = !spec.user_namespace || IsMapped(ctx.plan->gids, 5);
   LAMINA_CHECK(SetupRootfs(setup));
 
+  // The user and environment, from the container's own /etc/passwd and
+  // /etc/group (its root may be visible to nobody but itself).
+  ResolvedUser user;
+  {
+    Fd root = LAMINA_TRY(OpenDirPath("/"));
+    user = LAMINA_TRY(ResolveUser(root.get(), spec.user));
+  }
+  std::vector<std::string> env = MergeEnv(spec.env, spec.env_overrides, user.home);
+  if (spec.tty) env = MergeEnv(env, {"TERM=xterm"}, user.home);
+
   std::string hostname = spec.hostname.empty() ? spec.id.substr(0, 12) : spec.hostname;
   if (::sethostname(hostname.data(), hostname.size()) != 0) return FailErrno("sethostname");
 
@@ -241,15 +252,15 @@ Result<void> ChildSetupAll(const ChildContext& ctx) {
   LAMINA_CHECK(DropBoundingSet());
   bool setgroups_ok = !spec.user_namespace || ctx.plan->setgroups_allowed;
   if (setgroups_ok) {
-    if (::setgroups(spec.groups.size(), spec.groups.data()) != 0) return FailErrno("setgroups");
-  } else if (!spec.groups.empty()) {
+    if (::setgroups(user.groups.size(), user.groups.data()) != 0) return FailErrno("setgroups");
+  } else if (!user.groups.empty()) {
     return Fail(EPERM, "supplementary groups need sub-id ranges (/etc/subgid) for this user");
   }
-  if (::setresgid(spec.gid, spec.gid, spec.gid) != 0) {
-    return FailErrno("setgid " + std::to_string(spec.gid));
+  if (::setresgid(user.gid, user.gid, user.gid) != 0) {
+    return FailErrno("setgid " + std::to_string(user.gid));
   }
-  if (::setresuid(spec.uid, spec.uid, spec.uid) != 0) {
-    return FailErrno("setuid " + std::to_string(spec.uid));
+  if (::setresuid(user.uid, user.uid, user.uid) != 0) {
+    return FailErrno("setuid " + std::to_string(user.uid));
   }
   LAMINA_CHECK(SetCapabilities());
 
@@ -260,7 +271,7 @@ Result<void> ChildSetupAll(const ChildContext& ctx) {
   if (::poll(&alive, 1, 0) > 0 && (alive.revents & (POLLHUP | POLLIN))) {
     return Fail(EPIPE, "the launcher went away");
   }
-  return {};
+  return env;
 }
 
 [[noreturn]] void ChildMain(const ChildContext& ctx) {
@@ -284,7 +295,7 @@ Result<void> ChildSetupAll(const ChildContext& ctx) {
     ChildFail(ctx, Error(errno, "mark inherited fds close-on-exec"));
   }
   ::sigprocmask(SIG_SETMASK, &ctx.original_mask, nullptr);
-  Error error = Exec(*ctx.spec);
+  Error error = Exec(*ctx.spec, *setup);
   ChildFail(ctx, error);
 }
 
@@ -413,17 +424,17 @@ Result<ExitInfo> Run(const ContainerSpec& spec, const RunCallbacks& callbacks) {
   if (!report.empty()) {
     size_t nl = report.find('\n');
     int code = std::atoi(report.substr(0, nl).c_str());
-    std::string message = nl == std::string::npos ? report : report.substr(nl + 1);
+    Error error(code == 0 ? EIO : code, nl == std::string::npos ? report : report.substr(nl + 1));
     while (::waitpid(pid, &wait_status, 0) < 0 && errno == EINTR) {
     }
     reaped = true;
-    if (message.starts_with("exec ")) {
+    if (error.context().starts_with("exec ")) {
       ExitInfo info;
       info.status = code == ENOENT ? 127 : 126;
-      info.message = message;
+      info.message = error.message();
       return info;
     }
-    return Fail(code == 0 ? EIO : code, message);
+    return Fail(error);
   }
 
   std::optional<RawTerminal> raw;

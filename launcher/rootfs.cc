@@ -201,6 +201,7 @@ Result<void> SetupRootfs(const ChildSetup& setup) {
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
     return FailErrno("make mounts private");
   }
+  if (spec.mount_root) LAMINA_CHECK(spec.mount_root());
   LAMINA_CHECK(MountOn(spec.rootfs, spec.rootfs, nullptr, MS_BIND | MS_REC, "", "the root"));
   Fd root = LAMINA_TRY(OpenDirPath(spec.rootfs));
 

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,11 +37,15 @@ struct ContainerSpec {
   std::string id;       // the container's id (names cgroups); [a-z0-9]+
   std::string rootfs;   // the mounted merged tree (host path)
   std::vector<std::string> argv;  // argv[0] looked up in the container's PATH
-  std::vector<std::string> env;   // "KEY=value"
+  // The image's environment ("KEY=value"), and --env over it ("KEY=value",
+  // or "KEY" for the launcher's own value): merged inside the container
+  // (MergeEnv), where the user's home is known.
+  std::vector<std::string> env, env_overrides;
   std::string cwd = "/";
-  uid_t uid = 0;        // in the container
-  gid_t gid = 0;
-  std::vector<gid_t> groups;  // supplementary groups
+  // The user as --user or the image config give it ("name", "uid:gid", ...;
+  // empty: root), resolved inside the container against its own
+  // /etc/passwd and /etc/group (ResolveUser), once its root is mounted.
+  std::string user;
   std::string hostname;
   NetMode net = NetMode::kNone;
   Limits limits;
@@ -49,6 +54,11 @@ struct ContainerSpec {
   bool tty = false;        // -t: a pseudo-terminal on stdin/stdout/stderr
   // A user namespace: always when not root, on request (--userns) for root.
   bool user_namespace = false;
+  // Set when the root is mounted at `rootfs` inside the container's own
+  // mount namespace, by its first process as root of its user namespace,
+  // before anything else is mounted (a driver whose mounts live only there:
+  // Driver::Scope() kUserNamespace). Unset: `rootfs` is mounted already.
+  std::function<Result<void>()> mount_root;
 };
 
 // Parsers for the command line; EINVAL with what is wrong.

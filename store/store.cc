@@ -390,6 +390,15 @@ Result<std::string> Store::Mount(const std::string& id, const MountOptions& opti
   return *path;
 }
 
+Result<NamespaceMount> Store::PrepareNamespaceMount(const std::string& id,
+                                                    const MountOptions& options) {
+  auto lock = LAMINA_TRY(Lock(LockMode::kExclusive));
+  LAMINA_TRY(ReadyLayerLocked(id));
+  auto mount = driver_->PrepareNamespaceMount(id, options);
+  if (!mount) return Fail(mount.error().Wrap("mount layer " + id));
+  return std::move(*mount);
+}
+
 Result<void> Store::Unmount(const std::string& id) {
   auto lock = LAMINA_TRY(Lock(LockMode::kExclusive));
   LAMINA_TRY(ReadyLayerLocked(id));

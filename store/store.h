@@ -94,6 +94,12 @@ class Store {
   Result<std::string> Mount(const std::string& id, const MountOptions& options = {});
   Result<void> Unmount(const std::string& id);
   Result<int> MountCount(const std::string& id);
+  // For a driver that mounts only in user namespaces of our own
+  // (driver().Scope() is MountScope::kUserNamespace: the kernel overlay
+  // rootless): the layer's stack, to be mounted inside a container's own
+  // namespaces (Driver::PrepareNamespaceMount).
+  Result<NamespaceMount> PrepareNamespaceMount(const std::string& id,
+                                               const MountOptions& options = {});
 
   // The layer's OCI layer tar (uncompressed) against its parent, to `out_fd`.
   Result<TarStats> Diff(const std::string& id, int out_fd);

@@ -184,8 +184,12 @@ class ImageCli : public ::testing::TestWithParam<std::string> {
   std::string Root(const std::string& name = "store") const { return dir_.Sub(name); }
 
   CommandResult Lamina(const std::vector<std::string>& args, const std::string& root = {}) {
-    std::vector<std::string> argv = {"--root", root.empty() ? Root() : root, "--driver",
-                                     GetParam()};
+    // The kernel overlay mounts rootless only inside containers: layer
+    // mounts go through lamina-fuse on the same store then, as lamina advises.
+    bool mount =
+        args.size() >= 2 && args[0] == "layer" && (args[1] == "mount" || args[1] == "umount");
+    std::string driver = mount && GetParam() == "overlay" && !test::IsRoot() ? "fuse" : GetParam();
+    std::vector<std::string> argv = {"--root", root.empty() ? Root() : root, "--driver", driver};
     argv.insert(argv.end(), args.begin(), args.end());
     return test::RunLamina(argv);
   }

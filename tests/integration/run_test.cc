@@ -225,6 +225,53 @@ TEST_P(RunTest, CommandIsPid1AndHostnameIsTheContainers) {
   EXPECT_NE(std::string(host), "box1");
 }
 
+// The container's root is the driver's union: a kernel overlay (rootless
+// too: mounted inside the container's own namespaces), lamina-fuse, or the
+// vfs layer's plain directory.
+TEST_P(RunTest, RootIsTheDriversUnion) {
+  CommandResult r = Sh("awk '$5 == \"/\"' /proc/self/mountinfo");
+  ASSERT_EQ(r.status, 0) << Describe(r);
+  ASSERT_FALSE(r.out.empty()) << Describe(r);
+  bool overlay = r.out.find(" - overlay ") != std::string::npos;
+  bool fuse = r.out.find(" - fuse") != std::string::npos;
+  EXPECT_EQ(overlay, driver_ == "overlay") << r.out;
+  EXPECT_EQ(fuse, driver_ == "fuse") << r.out;
+  // A rootless overlay mount never shows outside (it lived in the container's namespace).
+  std::ifstream mounts("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mounts, line)) {
+    EXPECT_EQ(line.find(Root() + "/layers"), std::string::npos) << line;
+  }
+}
+
+// Rootless on the kernel overlay: a mount outside a container is refused
+// with advice, and the advice works.
+TEST_P(RunTest, RootlessOverlayLayerMountAdvisesFuse) {
+  if (!rootless_ || driver_ != "overlay") GTEST_SKIP() << "for the overlay driver rootless";
+  ASSERT_EQ(Sh("true").status, 0);
+  std::string top;
+  for (const auto& layer : Layers()) top = layer["id"];
+  ASSERT_FALSE(top.empty());
+  CommandResult mount = Lamina({"layer", "mount", top});
+  EXPECT_NE(mount.status, 0) << Describe(mount);
+  EXPECT_NE(mount.err.find("only inside a user namespace"), std::string::npos) << mount.err;
+  EXPECT_NE(mount.err.find("--driver fuse"), std::string::npos) << mount.err;
+  std::string fuse = DriverUnusable("fuse", dir_.Sub("probe-fuse"));
+  if (!fuse.empty()) GTEST_SKIP() << "fuse is not usable here to follow the advice: " << fuse;
+  std::vector<std::string> with_fuse = {test::LaminaBinary(), "--root", Root(),
+                                        "--driver",           "fuse",   "layer"};
+  auto fuse_cmd = [&](const std::string& verb) {
+    std::vector<std::string> argv = with_fuse;
+    argv.insert(argv.end(), {verb, top});
+    return test::Run(argv);
+  };
+  CommandResult mounted = fuse_cmd("mount");
+  ASSERT_EQ(mounted.status, 0) << Describe(mounted);
+  EXPECT_TRUE(PathExists(Trim(mounted.out) + "/bin/busybox")) << mounted.out;
+  CommandResult unmounted = fuse_cmd("umount");
+  EXPECT_EQ(unmounted.status, 0) << Describe(unmounted);
+}
+
 TEST_P(RunTest, HostMountsAndProcessesAreInvisible) {
   test::WriteFile(dir_.Sub("host-marker"), "host\n");
   CommandResult r = Sh("set -- /proc/[0-9]*; echo procs $#; cut -d' ' -f2 /proc/mounts; "
@@ -582,6 +629,11 @@ TEST_P(RunTest, Rootless) {
   EXPECT_NE(r.out.find(std::to_string(uid)), std::string::npos) << r.out;
   EXPECT_EQ(lines.back(), "wrote");
   EXPECT_EQ(lamina({"run", "busybox", "sh", "-c", "exit 3"}).status, 3);
+  if (driver_ == "overlay") {
+    // The kernel overlay rootless, mounted inside the container's namespaces.
+    CommandResult root = lamina({"run", "busybox", "awk", "$5 == \"/\"", "/proc/self/mountinfo"});
+    EXPECT_NE(root.out.find(" - overlay "), std::string::npos) << Describe(root);
+  }
   CommandResult limited = lamina({"run", "--memory", "64m", "busybox", "true"});
   EXPECT_EQ(limited.status, 125) << Describe(limited);
   EXPECT_NE(limited.err.find("--memory needs a delegated cgroup; not available for this user"),
