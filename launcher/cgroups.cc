@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "common/fs.h"
 
@@ -151,8 +152,11 @@ Result<CgroupLayout> DetectCgroups() {
       if (HasOption(m.super_opts, "cpu") && cpu.point.empty()) cpu = m;
     }
   }
-  // v2 counts when it holds the controllers we use.
+  // Known on every host with a cgroup2 mount; v2 counts when it holds the
+  // controllers we use.
   if (!v2_point.empty()) {
+    layout.v2_mount = v2_point;
+    layout.own_v2 = HierarchyDir(v2_point, v2_root, own[""]);
     auto controllers = ReadFile(v2_point + "/cgroup.controllers").value_or("");
     std::set<std::string> have;
     std::istringstream in(controllers);
@@ -160,8 +164,6 @@ Result<CgroupLayout> DetectCgroups() {
     while (in >> c) have.insert(c);
     if (have.contains("memory") && have.contains("pids")) {
       layout.version = CgroupVersion::kV2;
-      layout.v2_mount = v2_point;
-      layout.own_v2 = HierarchyDir(v2_point, v2_root, own[""]);
       return layout;
     }
   }
@@ -234,20 +236,41 @@ Result<Cgroup> Cgroup::CreateImpl(const CgroupLayout& layout, const std::string&
   }
 
   if (layout.version == CgroupVersion::kV2) {
-    std::string base = (::geteuid() == 0 ? layout.v2_mount : layout.own_v2) + "/lamina";
+    std::string parent = ::geteuid() == 0 ? layout.v2_mount : layout.own_v2;
+    std::string base = parent + "/lamina";
     std::string dir = base + "/" + id;
-    std::string controllers = "+memory +pids";
-    if (PathExists(layout.v2_mount + "/cgroup.controllers") &&
-        ReadFile(layout.v2_mount + "/cgroup.controllers").value_or("").find("cpu") !=
-            std::string::npos) {
-      controllers += " +cpu";
+    // Only controllers the parent offers can be enabled below it; a limit
+    // whose controller is elsewhere (on v1, or not delegated) is refused.
+    std::set<std::string> offered;
+    {
+      std::istringstream in(ReadFile(parent + "/cgroup.controllers").value_or(""));
+      std::string c;
+      while (in >> c) offered.insert(c);
     }
-    auto parent_of_base = base.substr(0, base.rfind('/'));
+    std::string offered_text;
+    for (const auto& c : offered) offered_text += (offered_text.empty() ? "" : " ") + c;
+    for (const auto& [wanted, option, controller] :
+         {std::tuple{limits.memory_bytes.has_value(), "--memory", "memory"},
+          std::tuple{limits.pids.has_value(), "--pids", "pids"},
+          std::tuple{limits.cpus.has_value(), "--cpus", "cpu"}}) {
+      if (wanted && !offered.contains(controller)) {
+        return Fail(ENOTSUP, std::string(option) + " needs the " + controller +
+                                 " controller on cgroup v2, which " + parent + " does not offer" +
+                                 " (it has: " + (offered_text.empty() ? "none" : offered_text) +
+                                 ")");
+      }
+    }
+    std::string controllers;
+    for (const char* c : {"memory", "pids", "cpu"}) {
+      if (offered.contains(c)) controllers += std::string(controllers.empty() ? "+" : " +") + c;
+    }
     auto made = MakeDir(base);
     if (!made) return Fail(no_delegation(what, made.error()));
-    (void)WriteValue(parent_of_base + "/cgroup.subtree_control", controllers);
-    auto enabled = WriteValue(base + "/cgroup.subtree_control", controllers);
-    if (!enabled && limits.any()) return Fail(no_delegation(what, enabled.error()));
+    if (!controllers.empty()) {
+      (void)WriteValue(parent + "/cgroup.subtree_control", controllers);
+      auto enabled = WriteValue(base + "/cgroup.subtree_control", controllers);
+      if (!enabled && limits.any()) return Fail(no_delegation(what, enabled.error()));
+    }
     made = MakeDir(dir);
     if (!made) return Fail(no_delegation(what, made.error()));
     group.dirs_.push_back(dir);

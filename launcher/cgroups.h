@@ -26,10 +26,12 @@ enum class CgroupVersion { kNone, kV1, kV2 };
 // Where the controllers live on this host.
 struct CgroupLayout {
   CgroupVersion version = CgroupVersion::kNone;
-  std::string v2_mount;  // cgroup2 mount point (when version == kV2)
+  // The cgroup2 mount point, wherever one is mounted (also beside v1 on a
+  // hybrid host, where it holds none of the controllers we use).
+  std::string v2_mount;
   // v1: the mount point of each controller hierarchy ("memory" -> /sys/fs/cgroup/memory).
   std::string v1_memory, v1_pids, v1_cpu;
-  // The launcher's own cgroup path in each hierarchy (from /proc/self/cgroup).
+  // The launcher's own cgroup directory in each hierarchy (from /proc/self/cgroup).
   std::string own_v2, own_memory, own_pids, own_cpu;
   std::string Describe() const;  // "cgroup v1 (memory, pids, cpu)" ...
 };
