@@ -81,7 +81,12 @@ Result<std::unique_ptr<OverlayMount>> OverlayMount::Start(const std::vector<std:
   return m;
 }
 
-OverlayMount::~OverlayMount() { ::umount2(mountpoint_.c_str(), MNT_DETACH); }
+OverlayMount::~OverlayMount() {
+  // A plain unmount ends the overlay at once, so that the same upper and
+  // work can be mounted again right away (index=on refuses them while a
+  // lazily detached overlay lingers); lazy only when something is busy.
+  if (::umount2(mountpoint_.c_str(), 0) != 0) ::umount2(mountpoint_.c_str(), MNT_DETACH);
+}
 
 fuse::FsConfig UnionConfig(std::vector<std::string> lowers, std::string upper, std::string work,
                            std::string mountpoint) {

@@ -45,7 +45,7 @@ class FuseMount {
   bool mounted_ = false;
 };
 
-// A kernel overlay mount (the oracle); unmounted (lazily) by the destructor.
+// A kernel overlay mount (the oracle); unmounted by the destructor (lazily if busy).
 class OverlayMount {
  public:
   // lowers top first; upper/work may be empty for a read-only mount.
