@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <linux/fs.h>
 #include <sched.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -19,14 +20,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/fs.h"
+#include "common/scope_guard.h"
 #include "fuse/config.h"
 #include "fuse/union_fs.h"
 #include "tests/support/fuse_harness.h"
@@ -176,9 +180,10 @@ TEST_F(FuseFsTest, LookupAndMergedListing) {
   SameTrees();
 }
 
-// Directories are read without OPENDIR where caching is on (the kernel
-// opens them itself), through a handle with timeout=0: both list the same,
-// also after changes and with telldir/seekdir.
+// Listings with long kernel caching and with timeout=0 (both through
+// directory handles while UnionFsImpl::kKernelDirCache is off, without
+// OPENDIR when it is on) are the kernel's, also after changes and with
+// telldir/seekdir.
 TEST_F(FuseFsTest, ListingsWithAndWithoutDirectoryHandles) {
   BuildImage();
   for (double timeout : {1000000.0, 0.0}) {
@@ -551,16 +556,35 @@ TEST_F(FuseFsTest, XattrAnswersFollowCopyUp) {
 
 TEST_F(FuseFsTest, NamesAndDeepPaths) {
   BuildImage();
+  // A lower tree whose deepest file is near PATH_MAX through the mounts.
+  std::string lower_deep = "deep";
+  ASSERT_EQ(::mkdir(L2(lower_deep).c_str(), 0755), 0);
+  while (tmp_.Sub("k_mnt/" + lower_deep).size() < 3900) {
+    lower_deep += "/" + std::string(120, 'l');
+    ASSERT_EQ(::mkdir(L2(lower_deep).c_str(), 0755), 0);
+  }
+  WriteFile(L2(lower_deep + "/f"), "deep lower\n");
   MountBoth();
-  Same([](const std::string& r, Log& log) {
+  Same([&](const std::string& r, Log& log) {
     std::string n255(255, 'n'), n256(256, 'n');
     log.push_back(WriteTo(r + "/" + n255, "ok", O_WRONLY | O_CREAT));
     log.push_back(ReadAll(r + "/" + n255));
     log.push_back(WriteTo(r + "/" + n256, "no", O_WRONLY | O_CREAT));
     log.push_back(ReadAll(r + "/" + n256));
+    log.push_back(Rc(::mkdir((r + "/" + n256).c_str(), 0755)));
+    log.push_back(Rc(::symlink("a", (r + "/" + n256).c_str())));
+    log.push_back(Rc(::link((r + "/a").c_str(), (r + "/" + n256).c_str())));
+    log.push_back(Rc(::rename((r + "/a").c_str(), (r + "/" + n256).c_str())));
+    log.push_back(Rc(::rename((r + "/" + n255).c_str(), (r + "/dir/" + n255).c_str())));
+    // Copy-up of the whole lower chain, then a rename deep down.
+    std::string f = r + "/" + lower_deep + "/f";
+    log.push_back(std::to_string(f.size() < PATH_MAX) + WriteTo(f, "+", O_WRONLY | O_APPEND));
+    log.push_back(ReadAll(f));
+    log.push_back(Rc(::rename(f.c_str(), (f + "2").c_str())));
+    log.push_back(ReadAll(f + "2"));
     std::string p = r;
     int depth = 0;
-    while (p.size() < 3000) {
+    while (p.size() < 3900) {
       p += "/" + std::string(100, 'd');
       if (::mkdir(p.c_str(), 0755) != 0) break;
       ++depth;
@@ -979,6 +1003,57 @@ TEST_F(FuseFsTest, RootlessUsesUserXattrs) {
   EXPECT_EQ(List(K("empty")), ". .. ");
   EXPECT_EQ(ReadAll(K("a")), Errno(ENOENT));
   EXPECT_EQ(ReadAll(K("new")), "n");
+}
+
+// No global lock: while one copy-up waits for its lower file (the test holds
+// a write lease on it, so the daemon's open blocks until the test lets go),
+// operations on other objects, in the same directory too, and another
+// copy-up all complete.
+TEST_F(FuseFsTest, OtherOperationsProceedWhileACopyUpWaits) {
+  BuildImage();
+  WriteFile(L2("slow"), "slow lower\n");
+  // The lease break signal would end the process.
+  struct sigaction ignore {
+  }, old{};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGIO, &ignore, &old), 0);
+  auto restore = Defer([&] { ::sigaction(SIGIO, &old, nullptr); });
+  int lease = ::open(L2("slow").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(lease, 0);
+  auto close_lease = Defer([&] { ::close(lease); });
+  ASSERT_EQ(::fcntl(lease, F_SETLEASE, F_WRLCK), 0) << std::strerror(errno);
+  MountFuse();
+  auto waiting =
+      std::async(std::launch::async, [&] { return Rc(::chmod(F("slow").c_str(), 0600)); });
+  // Bounded wait until the daemon's open of the lower file breaks the lease.
+  for (int i = 0; i < 2000 && ::fcntl(lease, F_GETLEASE) == F_WRLCK; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_NE(::fcntl(lease, F_GETLEASE), F_WRLCK) << "the copy-up never opened the lower file";
+  auto others = std::async(std::launch::async, [&] {
+    Log log;
+    struct stat st;
+    log.push_back(Rc(::lstat(F("a").c_str(), &st)));
+    log.push_back(Rc(::lstat(F("slow").c_str(), &st)));
+    log.push_back(List(F("dir")));
+    log.push_back(WriteTo(F("fresh"), "fresh", O_WRONLY | O_CREAT));
+    log.push_back(ReadAll(F("dir/x")));
+    log.push_back(Rc(::chmod(F("b").c_str(), 0600)));  // another copy-up
+    log.push_back(Rc(::rename(F("fresh").c_str(), F("dir/fresh").c_str())));
+    return log;
+  });
+  // Bounded: with a lock held across the waiting copy-up these would wait
+  // for the lease break timeout (45 s by default).
+  bool done = others.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  EXPECT_EQ(waiting.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  ASSERT_EQ(::fcntl(lease, F_SETLEASE, F_UNLCK), 0);
+  EXPECT_TRUE(done) << "operations on other objects waited for the copy-up";
+  EXPECT_EQ(others.get(), (Log{"ok", "ok", ". .. sub x y ", "ok", "x from l2\n", "ok", "ok"}));
+  EXPECT_EQ(waiting.get(), "ok");
+  struct stat st;
+  ASSERT_EQ(::lstat(F("slow").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(ReadAll(F("slow")), "slow lower\n");
 }
 
 TEST_F(FuseFsTest, ParallelWorkload) {
