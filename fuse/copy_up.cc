@@ -144,6 +144,8 @@ Result<void> UnionFsImpl::CopyUp(Node* node, bool data) {
   std::lock_guard copy_lock(node->copy_mu);
   NodeState s = node->Snapshot();
   if (s.upper) return {};
+  // Removed while this waited (DoRemove holds copy_mu).
+  if (table_->IsUnlinked(node)) return Fail(ENOENT, "copy-up of an unlinked object");
   std::string src_path = AtPath(s.src_dir->get(), s.src_name);
   struct stat st;
   if (::fstatat(s.fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {

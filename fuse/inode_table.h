@@ -5,8 +5,9 @@
 // report the same st_ino), plus the layer description the nodes refer to.
 //
 // Locking (lock order, outermost first):
-//   1. Node::copy_mu   held across the I/O of one copy-up of that node; a
-//                      node's parent is copied up completely before the
+//   1. Node::copy_mu   held across the I/O of one copy-up of that node, and
+//                      by DoRemove from its whiteout decision to the detach;
+//                      a node's parent is copied up completely before the
 //                      child's copy_mu is taken, so there is no nesting.
 //   2. Node::mu        guards the node's layer state (NodeState); held only
 //                      to read or swap that state, never across I/O.

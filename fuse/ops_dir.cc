@@ -330,6 +330,12 @@ Result<void> UnionFsImpl::DoRemove(Node* parent, const std::string& name, bool d
   }
   SharedFd pdir = LAMINA_TRY(UpperDir(parent));
   int dirfd = pdir->get();
+  // A copy-up of this node (an open for writing, which the kernel does not
+  // serialise with the unlink) either finished before, and the upper copy
+  // goes, or finds the node unlinked afterwards and does not bring the name
+  // back.
+  std::lock_guard copy_lock(node->copy_mu);
+  s = node->Snapshot();
   NodeState pstate = parent->Snapshot();
   bool lower = s.upper ? LAMINA_TRY(LowerHas(pstate, name)) : true;
   if (!s.upper) {
