@@ -63,7 +63,9 @@ void ReplyOpened(fuse_req_t req, UnionFsImpl* fs, Node* node, Fd fd, fuse_file_i
   fi->keep_cache = fs->timeout() > 0 && single ? 1 : 0;
   int r = entry != nullptr ? fuse_reply_create(req, entry, fi) : fuse_reply_open(req, fi);
   if (r != 0) {
-    fs->table().Unref(node);
+    // An interrupted request: the handle's ref goes, and for a create also
+    // the lookup the kernel never counted.
+    fs->table().Unref(node, entry != nullptr ? 2 : 1);
     return;  // the handle goes away with its fd
   }
   handle.release();
