@@ -46,14 +46,14 @@ struct FsConfig {
   bool ino32 = false;          // inode numbers fit in 32 bits
   bool redirect_dir = true;    // directory rename via redirect xattr (else EXDEV)
   bool xino = true;
-  bool read_only = false;      // "ro" or no upper
-  std::string context;         // SELinux context= (accepted, passed on)
-  bool foreground = false;     // -f
-  bool debug = false;          // -d
+  bool read_only = false;   // "ro" or no upper
+  std::string context;      // SELinux context= (accepted, passed on)
+  bool foreground = false;  // -f
+  bool debug = false;       // -d
   bool allow_other = false;
   bool default_permissions = false;
-  std::string fsname;          // fsname= (default "lamina-fuse")
-  std::string subtype;         // subtype= (default "lamina-fuse")
+  std::string fsname;   // fsname= (default "lamina-fuse")
+  std::string subtype;  // subtype= (default "lamina-fuse")
   // Plain mount flags to pass to the kernel (noatime, nosuid, nodev, noexec...).
   std::vector<std::string> kernel_mount_options;
 };

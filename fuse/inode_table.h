@@ -101,6 +101,9 @@ struct Node {
   // the mount (create, remove, rename, link), so that a listing built before
   // a change is not reused after it.
   std::atomic<uint64_t> dir_changes{0};
+  // Directories: an open handle that lets the kernel cache the listing
+  // exists (at most one, see UnionFsImpl::kOpendirLess).
+  std::atomic<bool> dir_cache_handle{false};
 
   // Set once the node's file was seen with more than one link: another node
   // (another kernel inode) may then change its data, so the kernel's page

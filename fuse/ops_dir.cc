@@ -431,12 +431,18 @@ void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     fs->table().Ref(node);
     handle->node = node;
     fi->fh = reinterpret_cast<uint64_t>(handle.release());
-    if (fs->timeout() > 0 && UnionFsImpl::kKernelDirCache) {
+    if (fs->timeout() > 0) {
+      // No handle drops the cached pages; one at a time fills and reads them.
       fi->keep_cache = 1;
-      fi->cache_readdir = 1;
+      bool expected = false;
+      if (node->dir_cache_handle.compare_exchange_strong(expected, true)) {
+        reinterpret_cast<DirHandle*>(fi->fh)->kernel_cache = true;
+        fi->cache_readdir = 1;
+      }
     }
     if (fuse_reply_open(req, fi) != 0) {
       auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+      if (h->kernel_cache) h->node->dir_cache_handle.store(false);
       fs->table().Unref(h->node);
       delete h;
     }
@@ -518,6 +524,7 @@ void Releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   (void)ino;
   UnionFsImpl* fs = UnionFsImpl::From(req);
   auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+  if (handle->kernel_cache) handle->node->dir_cache_handle.store(false);
   fs->table().Unref(handle->node);
   delete handle;
   fuse_reply_err(req, 0);

@@ -44,7 +44,7 @@ void Init(void* userdata, fuse_conn_info* conn) {
   // where they do (hard link copy-up) we invalidate explicitly.
   want(FUSE_CAP_EXPLICIT_INVAL_DATA);
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
-  fs->set_no_opendir(UnionFsImpl::kKernelDirCache && fs->timeout() > 0 &&
+  fs->set_no_opendir(UnionFsImpl::kOpendirLess && fs->timeout() > 0 &&
                      (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0);
   if (config.writeback) want(FUSE_CAP_WRITEBACK_CACHE);
   conn->want &= ~static_cast<unsigned>(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);

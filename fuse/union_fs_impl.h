@@ -61,8 +61,9 @@ using Listing = std::vector<DirEntry>;
 // directories without asking, see Opendir): the listing built at offset 0,
 // kept for the handle's life.
 struct DirHandle {
-  Node* node = nullptr;  // holds one ref
-  std::mutex mu;         // guards the field below
+  Node* node = nullptr;       // holds one ref
+  bool kernel_cache = false;  // holds node->dir_cache_handle
+  std::mutex mu;              // guards the field below
   std::shared_ptr<const Listing> listing;
 };
 
@@ -206,14 +207,16 @@ class UnionFsImpl final : public UnionFs {
   // built again where it was not kept.
   Result<std::shared_ptr<const Listing>> PassListing(Node* dir, off_t off);
   void EndPass(Node* dir);
-  // Whether the kernel may cache directory listings (FOPEN_CACHE_DIR, and
-  // the opendir-less mode, which implies it). Off: the kernel's cache can
-  // keep a stale listing for good when two readers start on an empty cache
-  // while the directory changes: the second records the directory's new
-  // version, then the first one's reply, built before the change, fills the
-  // cache (the stress test saw a name made, then missing from every later
-  // listing, or one removed that stayed).
-  static constexpr bool kKernelDirCache = false;
+  // The kernel's listing cache (FOPEN_CACHE_DIR) keeps a stale listing for
+  // good when two cached readers start on an empty cache while the
+  // directory changes: the second records the directory's new version, then
+  // the first one's reply, built before the change, fills the cache (the
+  // stress test saw a name made, then missing from every later listing, or
+  // one removed that stayed). So only one open handle of a directory at a
+  // time may use the cache (Node::dir_cache_handle; the others read through
+  // us), and the opendir-less mode, where the kernel caches every open, is
+  // off.
+  static constexpr bool kOpendirLess = false;
   // Whether directories are opened without OPENDIR (the kernel offered
   // FUSE_CAP_NO_OPENDIR_SUPPORT and caching is on); set by init.
   bool no_opendir() const { return no_opendir_.load(std::memory_order_relaxed); }

@@ -181,7 +181,7 @@ TEST_F(FuseFsTest, LookupAndMergedListing) {
 }
 
 // Listings with long kernel caching and with timeout=0 (both through
-// directory handles while UnionFsImpl::kKernelDirCache is off, without
+// directory handles while UnionFsImpl::kOpendirLess is off, without
 // OPENDIR when it is on) are the kernel's, also after changes and with
 // telldir/seekdir.
 TEST_F(FuseFsTest, ListingsWithAndWithoutDirectoryHandles) {
