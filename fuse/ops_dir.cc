@@ -476,6 +476,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
                                 [](off_t o, const DirEntry& e) { return o < e.cookie; });
   std::vector<char> buf(size);
   size_t pos = 0;
+  std::vector<Node*> looked_up;  // readdirplus: one lookup ref each
   for (auto it = first; it != entries.end(); ++it) {
     const DirEntry& ent = *it;
     size_t used;
@@ -504,11 +505,15 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
         if (node != nullptr) fs->table().Unref(node);
         break;
       }
+      if (node != nullptr) looked_up.push_back(node);
     }
     pos += used;
   }
   if (pos == 0 && handle == nullptr) fs->EndPass(dir);  // the end of the pass
-  fuse_reply_buf(req, buf.data(), pos);
+  // An interrupted request: the kernel never counts these lookups.
+  if (fuse_reply_buf(req, buf.data(), pos) != 0) {
+    for (Node* node : looked_up) fs->table().Unref(node);
+  }
 }
 
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
