@@ -112,6 +112,11 @@ class Driver {
   // fails: problems are a verdict with a reason.
   virtual ProbeResult Probe(const HostFacts& host) = 0;
 
+  // Takes a usable verdict that Probe gave on this host before (kept by the
+  // store for the rest of the boot) instead of probing again, and sets up
+  // what Probe would have set from its features.
+  virtual void Adopt(const ProbeResult& verdict) { (void)verdict; }
+
   // Creates layer `id` on top of `parent` ("" for a base layer). Fails with
   // EEXIST if the id exists, ENOENT if the parent does not. On failure nothing
   // of `id` is left behind.

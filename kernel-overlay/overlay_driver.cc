@@ -56,6 +56,7 @@ class OverlayDriver final : public Driver {
 
   std::string_view Name() const override { return "overlay"; }
   ProbeResult Probe(const HostFacts& host) override;
+  void Adopt(const ProbeResult& verdict) override;
   Result<void> Create(const std::string& id, const std::string& parent,
                       const CreateOptions& options) override;
   Result<void> Remove(const std::string& id) override;
@@ -258,6 +259,16 @@ ProbeResult OverlayDriver::Probe(const HostFacts& host) {
         "inside theirs; lamina layer mount needs --driver fuse";
   }
   return result;
+}
+
+void OverlayDriver::Adopt(const ProbeResult& verdict) {
+  auto feature = [&](const char* key) {
+    auto it = verdict.features.find(key);
+    return it == verdict.features.end() ? std::string() : it->second;
+  };
+  used_api_ = feature("mount_api").starts_with("new") ? "new" : "legacy";
+  new_api_missing_ = used_api_ == "legacy";
+  userns_only_ = feature("mount_scope").starts_with("user");
 }
 
 Result<std::string> OverlayDriver::TrialMount(const std::string& dir) {

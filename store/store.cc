@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "common/fs.h"
 #include "common/path.h"
@@ -116,6 +117,67 @@ Result<bool> LooksLikeLayer(const std::string& dir) {
   return false;
 }
 
+// A usable verdict is kept in <root>/probe-<driver>.json for the rest of
+// the boot, keyed by all it depends on (boot, host facts, the store's
+// driver settings, this binary), so that later Opens make no trial mounts;
+// an unusable one is probed again every time. `lamina info` always probes.
+std::string ProbeKey(const Driver& driver, const HostFacts& host, const DriverConfig& config) {
+  std::string key = std::string(driver.Name());
+  key += "|boot=" + ReadFile("/proc/sys/kernel/random/boot_id").value_or("?");
+  for (const auto& [name, value] : host.Describe()) key += "|" + name + "=" + value;
+  key += "|xattrs=" + std::string(XattrNamespaceName(config.xattr_ns));
+  for (const auto& option : config.options) key += "|option=" + option;
+  key += "|helpers=" + config.helper_dir;
+  struct stat exe;
+  if (::stat("/proc/self/exe", &exe) == 0) {
+    key += "|exe=" + std::to_string(exe.st_ino) + "@" + std::to_string(exe.st_mtim.tv_sec) + "." +
+           std::to_string(exe.st_mtim.tv_nsec);
+  }
+  return key;
+}
+
+ProbeResult CachedProbe(const std::string& root, Driver& driver, const HostFacts& host,
+                        const DriverConfig& config) {
+  std::string path = root + "/probe-" + std::string(driver.Name()) + ".json";
+  std::string key = ProbeKey(driver, host, config);
+  if (auto text = ReadFile(path)) {
+    auto j = nlohmann::json::parse(*text, nullptr, false);
+    auto is_string = [&](const char* name) { return j.contains(name) && j[name].is_string(); };
+    if (j.is_object() && is_string("key") && j["key"] == key && j.contains("usable") &&
+        j["usable"] == true) {
+      ProbeResult cached;
+      cached.usable = true;
+      if (is_string("reason")) cached.reason = j["reason"].get<std::string>();
+      if (j.contains("features") && j["features"].is_object()) {
+        for (const auto& [name, value] : j["features"].items()) {
+          if (value.is_string()) cached.features[name] = value.get<std::string>();
+        }
+      }
+      driver.Adopt(cached);
+      return cached;
+    }
+  }
+  ProbeResult result = driver.Probe(host);
+  if (result.usable) {
+    nlohmann::json j = {
+        {"key", key}, {"usable", true}, {"reason", result.reason}, {"features", result.features}};
+    auto written = WriteFileAtomic(path, j.dump(2) + "\n", 0600);
+    if (!written) spdlog::debug("probe cache {}: {}", path, written.error().message());
+  } else {
+    ::unlink(path.c_str());
+  }
+  return result;
+}
+
+SelectOptions OpenSelectOptions(const std::string& root, const DriverConfig& config) {
+  SelectOptions options;
+  options.probe_all = false;
+  options.probe = [root, config](Driver& driver, const HostFacts& host) {
+    return CachedProbe(root, driver, host, config);
+  };
+  return options;
+}
+
 bool IsWouldBlock(const Error& e) { return e.code() == EWOULDBLOCK || e.code() == EAGAIN; }
 
 }  // namespace
@@ -141,8 +203,9 @@ Result<std::unique_ptr<Store>> Store::Open(const OpenOptions& options) {
     if (!recorded) {
       StoreConfig config;
       config.xattr_ns = DefaultXattrNamespace(store->host_);
-      adopt(LAMINA_TRY(SelectDriver(store->host_, MakeDriverConfig(options, config.xattr_ns),
-                                    options.driver, "")));
+      DriverConfig driver_config = MakeDriverConfig(options, config.xattr_ns);
+      adopt(LAMINA_TRY(SelectDriver(store->host_, driver_config, options.driver, "",
+                                    OpenSelectOptions(options.root, driver_config))));
       config.driver = std::string(store->driver_->Name());
       LAMINA_CHECK(WriteFileAtomic(options.root + "/store.json", FormatStoreConfig(config), 0644));
       store->config_ = config;
@@ -150,8 +213,9 @@ Result<std::unique_ptr<Store>> Store::Open(const OpenOptions& options) {
   }
   if (!store->driver_) {
     store->config_ = *recorded;
-    adopt(LAMINA_TRY(SelectDriver(store->host_, MakeDriverConfig(options, recorded->xattr_ns),
-                                  options.driver, recorded->driver)));
+    DriverConfig driver_config = MakeDriverConfig(options, recorded->xattr_ns);
+    adopt(LAMINA_TRY(SelectDriver(store->host_, driver_config, options.driver, recorded->driver,
+                                  OpenSelectOptions(options.root, driver_config))));
   }
 
   // Leftovers of crashed operations. Only when no one else holds the lock: a

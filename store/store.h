@@ -55,15 +55,17 @@ class Store {
  public:
   // Opens (and on first use initialises) the store at options.root: probes
   // the host, selects the driver (SelectDriver with the requested and the
-  // recorded driver), writes store.json on first use and removes what
-  // crashed operations left behind.
+  // recorded driver, probing only what the choice needs), writes store.json
+  // on first use and removes what crashed operations left behind.
   static Result<std::unique_ptr<Store>> Open(const OpenOptions& options);
 
   const std::string& root() const { return root_; }
   const StoreConfig& config() const { return config_; }
   const HostFacts& host() const { return host_; }
   Driver& driver() { return *driver_; }
-  // Every driver's verdict, and why the driver in use was chosen.
+  // Every driver's verdict (only those the choice needed are probed; a
+  // usable verdict is kept for the rest of the boot, see store.cc), and why
+  // the driver in use was chosen.
   const std::vector<DriverVerdict>& verdicts() const { return verdicts_; }
   const std::string& why() const { return why_; }
   // Ids of the leftovers this Open removed.

@@ -21,13 +21,28 @@ Result<std::unique_ptr<Driver>> MakeDriver(const std::string& name, const Driver
 std::string DriverFormat(const std::string& name) { return name == "vfs" ? "vfs" : "union"; }
 
 Result<Selection> SelectDriver(const HostFacts& host, const DriverConfig& config,
-                               const std::string& requested, const std::string& recorded) {
+                               const std::string& requested, const std::string& recorded,
+                               const SelectOptions& options) {
   Selection selection;
   std::vector<std::unique_ptr<Driver>> drivers;
   for (const auto& name : DriverNames()) {
-    auto driver = LAMINA_TRY(MakeDriver(name, config));
-    selection.verdicts.push_back({name, driver->Probe(host)});
-    drivers.push_back(std::move(driver));
+    drivers.push_back(LAMINA_TRY(MakeDriver(name, config)));
+    ProbeResult not_probed;
+    not_probed.reason =
+        "not probed: the choice was made without it (lamina info probes every driver)";
+    selection.verdicts.push_back({name, std::move(not_probed), /*probed=*/false});
+  }
+  // The verdict of driver i, probed on first use.
+  auto verdict = [&](size_t i) -> const ProbeResult& {
+    auto& v = selection.verdicts[i];
+    if (!v.probed) {
+      v.result = options.probe ? options.probe(*drivers[i], host) : drivers[i]->Probe(host);
+      v.probed = true;
+    }
+    return v.result;
+  };
+  if (options.probe_all) {
+    for (size_t i = 0; i < drivers.size(); ++i) verdict(i);
   }
   auto index_of = [&](const std::string& name) -> int {
     for (size_t i = 0; i < drivers.size(); ++i) {
@@ -48,9 +63,9 @@ Result<Selection> SelectDriver(const HostFacts& host, const DriverConfig& config
     int i = index_of(requested);
     if (i < 0) return Fail(EINVAL, "unknown driver '" + requested + "' (overlay, fuse, vfs)");
     LAMINA_CHECK(format_check(requested));
-    const auto& verdict = selection.verdicts[static_cast<size_t>(i)].result;
-    if (!verdict.usable) {
-      return Fail(ENODEV, "driver " + requested + " is not usable here: " + verdict.reason);
+    const auto& found = verdict(static_cast<size_t>(i));
+    if (!found.usable) {
+      return Fail(ENODEV, "driver " + requested + " is not usable here: " + found.reason);
     }
     selection.driver = std::move(drivers[static_cast<size_t>(i)]);
     selection.why = "requested";
@@ -58,22 +73,24 @@ Result<Selection> SelectDriver(const HostFacts& host, const DriverConfig& config
   }
   if (!recorded.empty()) {
     int i = index_of(recorded);
-    if (i >= 0 && selection.verdicts[static_cast<size_t>(i)].result.usable) {
+    if (i >= 0 && verdict(static_cast<size_t>(i)).usable) {
       selection.driver = std::move(drivers[static_cast<size_t>(i)]);
       selection.why = "recorded in the store";
       return selection;
     }
   }
   for (size_t i = 0; i < drivers.size(); ++i) {
-    if (!selection.verdicts[i].result.usable) continue;
     if (!format_check(DriverNames()[i])) continue;
+    if (!verdict(i).usable) continue;
     selection.driver = std::move(drivers[i]);
     selection.why = recorded.empty() ? "first usable by priority (overlay, fuse, vfs)"
                                      : "first usable driver for the store's format";
     return selection;
   }
   std::string reasons;
-  for (const auto& v : selection.verdicts) reasons += "\n  " + v.name + ": " + v.result.reason;
+  for (size_t i = 0; i < drivers.size(); ++i) {
+    reasons += "\n  " + DriverNames()[i] + ": " + verdict(i).reason;
+  }
   return Fail(ENODEV, "no usable storage driver on this host:" + reasons);
 }
 

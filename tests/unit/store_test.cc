@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -248,6 +249,49 @@ TEST(Store, OpenMakesTheLayoutAndRecordsTheDriver) {
   EXPECT_EQ(config->xattr_ns, trusted ? XattrNamespace::kTrusted : XattrNamespace::kUser);
   EXPECT_FALSE(store.why().empty());
   EXPECT_EQ(store.verdicts().size(), DriverNames().size());
+}
+
+// Opening probes only the driver the choice needs, and a usable verdict is
+// kept for the boot: a later Open takes it instead of probing; a verdict
+// whose key no longer matches (another boot, host, binary) is probed again.
+TEST(Store, OpenProbesOnlyWhatItNeedsAndKeepsTheVerdict) {
+  TempDir dir;
+  std::string root = dir.Sub("store");
+  std::string driver;
+  {
+    OPEN_OR_SKIP(store, root);
+    driver = std::string(store.driver().Name());
+    ASSERT_EQ(store.verdicts().size(), DriverNames().size());
+    for (const auto& v : store.verdicts()) {
+      if (v.name == driver) {
+        EXPECT_TRUE(v.probed && v.result.usable) << v.name;
+      } else if (!v.probed) {
+        EXPECT_FALSE(v.result.usable) << v.name;
+        EXPECT_NE(v.result.reason.find("not probed"), std::string::npos) << v.result.reason;
+      }
+    }
+  }
+  std::string cache = root + "/probe-" + driver + ".json";
+  auto j = nlohmann::json::parse(test::ReadFileOrDie(cache));
+  ASSERT_TRUE(j["usable"].get<bool>());
+  j["reason"] = "kept from before";
+  test::WriteFile(cache, j.dump());
+  auto reason_now = [&]() -> std::string {
+    auto store = Store::Open(OpenOptions{root, driver, {}, {}});
+    EXPECT_TRUE(store) << store.error().message();
+    if (!store) return {};
+    for (const auto& v : (*store)->verdicts()) {
+      if (v.name == driver) return v.result.reason;
+    }
+    return {};
+  };
+  EXPECT_EQ(reason_now(), "kept from before");
+  j["key"] = "another boot";
+  test::WriteFile(cache, j.dump());
+  std::string probed = reason_now();
+  EXPECT_NE(probed, "kept from before");
+  EXPECT_FALSE(probed.empty());
+  EXPECT_NE(test::ReadFileOrDie(cache).find(probed), std::string::npos) << "kept again";
 }
 
 TEST(Store, CreateGetListRemove) {
