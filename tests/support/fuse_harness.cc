@@ -73,8 +73,14 @@ Result<std::unique_ptr<OverlayMount>> OverlayMount::Start(const std::vector<std:
   }
   if (!upper.empty()) data += ",upperdir=" + upper + ",workdir=" + work;
   if (!extra.empty()) data += "," + extra;
-  if (::mount("overlay", mountpoint.c_str(), "overlay", 0, data.c_str()) != 0) {
-    return FailErrno("mount overlay " + data);
+  // With index=on the kernel refuses (EBUSY) an upper or work still in use
+  // by an earlier overlay, and a mount namespace made by any process on the
+  // host while that overlay was mounted (a container of a parallel test)
+  // holds a copy of it until the process drops it: wait for that, bounded.
+  int tries = 0;
+  while (::mount("overlay", mountpoint.c_str(), "overlay", 0, data.c_str()) != 0) {
+    if (errno != EBUSY || ++tries > 200) return FailErrno("mount overlay " + data);
+    ::usleep(50'000);
   }
   std::unique_ptr<OverlayMount> m(new OverlayMount());
   m->mountpoint_ = mountpoint;
