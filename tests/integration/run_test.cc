@@ -643,6 +643,60 @@ TEST_P(RunTest, Rootless) {
   (void)lamina({"ps"});
 }
 
+// Issue 7's "cannot escape its root" list, one test each: host files
+// (ContainerCannotWriteHostFilesOutsideItsRoot), the launcher binary
+// (LauncherBinaryCannotBeWrittenFromInside), host mounts
+// (HostMountsAndProcessesAreInvisible, HostMountsCannotBeReachedOrMade),
+// capabilities and no_new_privs (the next one).
+TEST_P(RunTest, CapabilitiesAreExactlyTheDefaultSetAndNoNewPrivsIsSet) {
+  CommandResult r =
+      Sh("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status");
+  ASSERT_EQ(r.status, 0) << Describe(r);
+  // Docker's default set (0x00000000a80425fb) for root, nothing inheritable
+  // or ambient: an exec'd program gains nothing.
+  EXPECT_EQ(Lines(r.out), std::vector<std::string>({"CapInh:\t0000000000000000",
+                                                    "CapPrm:\t00000000a80425fb",
+                                                    "CapEff:\t00000000a80425fb",
+                                                    "CapBnd:\t00000000a80425fb",
+                                                    "CapAmb:\t0000000000000000", "NoNewPrivs:\t1"}))
+      << r.out;
+  // What the set leaves out is refused: mounting and the host name of the
+  // container's UTS namespace (CAP_SYS_ADMIN), its network interfaces
+  // (CAP_NET_ADMIN; --net host for root would be the host's).
+  CommandResult denied = Sh(
+      "mount -t tmpfs t /tmp 2>/dev/null && echo mounted; hostname other 2>/dev/null && "
+      "echo renamed; ifconfig lo mtu 1280 2>/dev/null && echo mtu-set; hostname");
+  ASSERT_EQ(denied.status, 0) << Describe(denied);
+  EXPECT_EQ(Lines(denied.out), std::vector<std::string>({"lamina"})) << Describe(denied);
+  if (RootlessFuseIdsUnmapped()) return;  // -u nobody cannot reach the tree (known bug)
+  // Another user: no capability at all, no_new_privs too.
+  CommandResult user = Sh("grep -E '^(CapPrm|CapEff|NoNewPrivs)' /proc/self/status", {"-u", "nobody"});
+  ASSERT_EQ(user.status, 0) << Describe(user);
+  EXPECT_EQ(Lines(user.out), std::vector<std::string>({"CapPrm:\t0000000000000000",
+                                                       "CapEff:\t0000000000000000",
+                                                       "NoNewPrivs:\t1"}))
+      << user.out;
+}
+
+TEST_P(RunTest, HostMountsCannotBeReachedOrMade) {
+  test::WriteFile(dir_.Sub("host-marker"), "host\n");
+  std::string marker = dir_.Sub("host-marker");
+  // No host block device to mount, no bind of anything, no unmounting the
+  // container's own mounts to uncover what is below, no host root through
+  // /proc (only the container's processes are there).
+  CommandResult r = Sh("for d in /dev/* /dev/*/*; do test -b $d && echo block $d; done; "
+                       "mount --bind / /tmp 2>/dev/null && echo bound; "
+                       "mount -t proc proc /tmp 2>/dev/null && echo proc-mounted; "
+                       "umount /proc 2>/dev/null && echo proc-unmounted; "
+                       "umount -l / 2>/dev/null && echo root-unmounted; "
+                       "for p in /proc/[0-9]*; do test -e $p/root" + marker +
+                       " && echo marker-via-$p; done; "
+                       "test -e /proc/1/root/proc/1/root" + marker + " && echo marker-via-1; "
+                       "cat " + marker + " 2>/dev/null; echo done");
+  ASSERT_EQ(r.status, 0) << Describe(r);
+  EXPECT_EQ(Lines(r.out), std::vector<std::string>({"done"})) << Describe(r);
+}
+
 INSTANTIATE_TEST_SUITE_P(Drivers, RunTest, ::testing::Values("overlay", "vfs", "fuse"),
                          [](const auto& info) { return info.param; });
 
