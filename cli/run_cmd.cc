@@ -305,15 +305,13 @@ void AddCommit(CLI::App& app, GlobalOptions& global, std::vector<std::string>& a
     if (containers.Running(record.id)) throw CommandError("container " + name + " is running");
     if (record.image_layers.empty()) throw CommandError("container " + name + " has no image");
 
-    // The container layer's diff, applied as a read-only layer on the same parent.
-    std::string tar = store->root() + "/containers/" + record.id + "/commit.tar";
-    auto remove_tar = Defer([&] { ::unlink(tar.c_str()); });
-    {
-      Fd out = OrThrow(Open(tar, O_RDWR | O_CREAT | O_TRUNC, 0600));
-      OrThrow(store->Diff(record.layer, out.get()));
-    }
-    Fd in = OrThrow(Open(tar, O_RDONLY));
-    store::LayerInfo layer = OrThrow(store->ApplyLayer(record.image_layers.back(), in.get()));
+    // The container layer's diff, applied as a read-only layer on the same
+    // parent. The tar is an unnamed file: a killed commit leaves none behind.
+    Fd tar = OrThrow(OpenUnnamedFile(store->root() + "/containers/" + record.id));
+    OrThrow(store->Diff(record.layer, tar.get()));
+    if (::lseek(tar.get(), 0, SEEK_SET) != 0)
+      throw CommandError(FailErrno("rewind").error().message());
+    store::LayerInfo layer = OrThrow(store->ApplyLayer(record.image_layers.back(), tar.get()));
     auto remove_new = Defer([&] { (void)store->RemoveLayer(layer.id); });
 
     store::ImageStore images(*store);

@@ -328,6 +328,16 @@ Result<int> RunCommand(const std::vector<std::string>& argv, std::string* out, s
   return 128 + WTERMSIG(status);
 }
 
+Result<Fd> OpenUnnamedFile(const std::string& dir) {
+  auto fd = Open(dir, O_TMPFILE | O_RDWR, 0600);
+  if (fd) return fd;
+  if (fd.error().code() != EOPNOTSUPP && fd.error().code() != EISDIR) return fd;
+  std::string path = dir + "/.tmp-" + RandomId();
+  Fd named = LAMINA_TRY(Open(path, O_RDWR | O_CREAT | O_EXCL, 0600));
+  ::unlink(path.c_str());
+  return named;
+}
+
 std::string RandomId() {
   unsigned char bytes[32];
   size_t got = 0;

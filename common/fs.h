@@ -18,6 +18,10 @@ Result<std::string> ReadFile(const std::string& path);
 // Writes `data` to `path` crash-safely: a temporary sibling, fsync, rename,
 // fsync of the directory. Readers see the old or the new file, never a mix.
 Result<void> WriteFileAtomic(const std::string& path, std::string_view data, mode_t mode = 0644);
+// An unnamed file in `dir`, open read-write (O_TMPFILE; where the
+// filesystem has none, a named one unlinked at once): nothing of it stays
+// when the process dies.
+Result<Fd> OpenUnnamedFile(const std::string& dir);
 // mkdir -p; existing directories are fine.
 Result<void> MakeDirs(const std::string& path, mode_t mode = 0755);
 // rm -rf, fd-relative and without following symlinks; a missing path is fine.

@@ -36,18 +36,6 @@ std::string TagOf(const std::string& name) {
   return name.substr(colon + 1);
 }
 
-// An unnamed file in `dir` (O_TMPFILE), or a named one unlinked at once
-// where the filesystem has no O_TMPFILE.
-Result<Fd> TempFile(const std::string& dir) {
-  auto fd = Open(dir, O_TMPFILE | O_RDWR, 0600);
-  if (fd) return fd;
-  if (fd.error().code() != EOPNOTSUPP && fd.error().code() != EISDIR) return fd;
-  std::string path = dir + "/.tmp-" + RandomId();
-  Fd named = LAMINA_TRY(Open(path, O_RDWR | O_CREAT | O_EXCL, 0600));
-  ::unlink(path.c_str());
-  return named;
-}
-
 struct Blob {
   std::string digest;
   uint64_t size = 0;
@@ -123,7 +111,7 @@ Result<ExportReport> ExportImage(ImageStore& images, const std::string& name,
   json layers = json::array();
   for (const auto& id : image.layers) {
     auto layer_error = [&](const Error& e) { return Fail(e.Wrap("export layer " + id)); };
-    Fd plain = LAMINA_TRY(TempFile(blobs));
+    Fd plain = LAMINA_TRY(OpenUnnamedFile(blobs));
     if (auto diff = store.Diff(id, plain.get()); !diff) return layer_error(diff.error());
     if (::lseek(plain.get(), 0, SEEK_SET) != 0) return FailErrno("lseek");
     std::string tmp_path = blobs + "/.tmp-" + RandomId();
