@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
+#include <spdlog/spdlog.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -163,7 +164,50 @@ std::vector<std::pair<std::string, std::string>> HostFacts::Describe() const {
   };
 }
 
-Result<HostFacts> ProbeHost(const std::string& store_root) {
+namespace {
+
+// The facts about the store's filesystem, as kept in a facts file by the
+// last probe that could write it, with what they depend on.
+std::string FormatStoreFacts(const HostFacts& f) {
+  std::ostringstream out;
+  out << "kernel " << f.kernel_release << "\neuid " << f.euid << "\nuserns " << f.in_user_namespace
+      << "\nbacking_fs " << f.backing_fs << "\nd_type " << f.d_type << "\nficlone " << f.ficlone
+      << "\nmknod_whiteout " << f.mknod_whiteout << "\ntrusted_xattrs " << f.trusted_xattrs
+      << "\nuser_xattrs " << f.user_xattrs << "\n";
+  return out.str();
+}
+
+// `facts` with the store filesystem's facts of `file`, when it was written
+// for this kernel, user, namespace and filesystem; false otherwise.
+bool ReadStoreFacts(const std::string& file, HostFacts* facts) {
+  auto text = ReadFile(file);
+  if (!text) return false;
+  HostFacts cached = *facts;
+  std::istringstream in(*text);
+  std::string key, value;
+  while (in >> key && std::getline(in >> std::ws, value)) {
+    bool on = value == "1";
+    if (key == "d_type")
+      cached.d_type = on;
+    else if (key == "ficlone")
+      cached.ficlone = on;
+    else if (key == "mknod_whiteout")
+      cached.mknod_whiteout = on;
+    else if (key == "trusted_xattrs")
+      cached.trusted_xattrs = on;
+    else if (key == "user_xattrs")
+      cached.user_xattrs = on;
+  }
+  // `cached` has this kernel, user, namespace and filesystem: the file must
+  // name the same.
+  if (FormatStoreFacts(cached) != *text) return false;
+  *facts = cached;
+  return true;
+}
+
+}  // namespace
+
+Result<HostFacts> ProbeHost(const std::string& store_root, const std::string& facts_file) {
   HostFacts facts;
   facts.euid = ::geteuid();
   facts.in_user_namespace = InUserNamespace();
@@ -184,14 +228,36 @@ Result<HostFacts> ProbeHost(const std::string& store_root) {
   facts.backing_fs = LAMINA_TRY(FilesystemType(store_root));
 
   std::string scratch = JoinPath(store_root, ".probe-" + RandomId().substr(0, 12));
-  if (::mkdir(scratch.c_str(), 0700) != 0) return FailErrno("probe in " + store_root);
-  auto cleanup = Defer([&] { (void)RemoveTree(scratch); });
-  Fd dir = LAMINA_TRY(Open(scratch, O_RDONLY | O_DIRECTORY));
-  facts.d_type = ProbeDType(dir.get());
-  facts.ficlone = ProbeFiclone(dir.get());
-  facts.mknod_whiteout = ProbeMknodWhiteout(dir.get());
-  facts.trusted_xattrs = ProbeXattr(dir.get(), "trusted.overlay.probe");
-  facts.user_xattrs = ProbeXattr(dir.get(), "user.lamina.probe");
+  if (::mkdir(scratch.c_str(), 0700) != 0) {
+    int err = errno;
+    // A full store must still open, to be listed and cleaned up: its
+    // filesystem is the one the last probe saw.
+    if ((err == ENOSPC || err == EDQUOT) && !facts_file.empty() &&
+        ReadStoreFacts(facts_file, &facts)) {
+      spdlog::warn("store {}: no space to probe its filesystem; using the last probe's findings",
+                   store_root);
+      facts.store_full = true;
+      return facts;
+    }
+    return Fail(err, "probe in " + store_root);
+  }
+  {
+    auto cleanup = Defer([&] { (void)RemoveTree(scratch); });
+    Fd dir = LAMINA_TRY(Open(scratch, O_RDONLY | O_DIRECTORY));
+    facts.d_type = ProbeDType(dir.get());
+    facts.ficlone = ProbeFiclone(dir.get());
+    facts.mknod_whiteout = ProbeMknodWhiteout(dir.get());
+    facts.trusted_xattrs = ProbeXattr(dir.get(), "trusted.overlay.probe");
+    facts.user_xattrs = ProbeXattr(dir.get(), "user.lamina.probe");
+  }
+  // Kept for the case above; rewritten only when something changed.
+  if (facts_file.empty()) return facts;
+  std::string kept = FormatStoreFacts(facts);
+  if (auto old = ReadFile(facts_file); !old || *old != kept) {
+    if (auto written = WriteFileAtomic(facts_file, kept); !written) {
+      spdlog::debug("store {}: {}", store_root, written.error().message());
+    }
+  }
   return facts;
 }
 

@@ -30,6 +30,9 @@ struct HostFacts {
   bool mknod_whiteout = false;          // mknod of a 0/0 char device works in the store
   bool trusted_xattrs = false;          // trusted.* xattrs can be set in the store
   bool user_xattrs = false;             // user.* xattrs can be set in the store
+  // The store's filesystem had no room for the probe: the facts above are
+  // those its last probe kept (see ProbeHost), and drivers are not probed.
+  bool store_full = false;
 
   // Every fact as text, in a stable order, for `lamina info`.
   std::vector<std::pair<std::string, std::string>> Describe() const;
@@ -37,7 +40,12 @@ struct HostFacts {
 
 // Probes the host, trying things inside `store_root` (which must exist) and
 // cleaning up after itself. Fails only when `store_root` cannot be used at all.
-Result<HostFacts> ProbeHost(const std::string& store_root);
+// With a `facts_file` (a store's), the store filesystem's facts are kept
+// there (written when they change), and when that filesystem is too full to
+// probe (ENOSPC, EDQUOT) the kept ones are used, if they were found for
+// this kernel, user, user namespace and filesystem type: a full store still
+// opens, to be listed and cleaned up.
+Result<HostFacts> ProbeHost(const std::string& store_root, const std::string& facts_file = {});
 
 // Name of the filesystem type behind `path` ("ext4", "xfs", "overlay", ...).
 Result<std::string> FilesystemType(const std::string& path);

@@ -186,7 +186,7 @@ Result<std::unique_ptr<Store>> Store::Open(const OpenOptions& options) {
   LAMINA_CHECK(PrepareRoot(options.root));
   std::unique_ptr<Store> store(new Store());
   store->root_ = options.root;
-  auto host = ProbeHost(options.root);
+  auto host = ProbeHost(options.root, options.root + "/probe-host.txt");
   if (!host) return Fail(host.error().Wrap("probe the host for store " + options.root));
   store->host_ = std::move(*host);
 
@@ -515,7 +515,7 @@ Result<InfoReport> GatherInfo(const OpenOptions& options) {
   LAMINA_CHECK(PrepareRoot(options.root));
   InfoReport report;
   report.root = options.root;
-  auto host = ProbeHost(options.root);
+  auto host = ProbeHost(options.root, options.root + "/probe-host.txt");
   if (!host) return Fail(host.error().Wrap("probe the host for store " + options.root));
   report.host = std::move(*host);
   report.config = LAMINA_TRY(ReadConfig(options.root));

@@ -32,9 +32,22 @@ Result<Selection> SelectDriver(const HostFacts& host, const DriverConfig& config
         "not probed: the choice was made without it (lamina info probes every driver)";
     selection.verdicts.push_back({name, std::move(not_probed), /*probed=*/false});
   }
+  // A full store's filesystem has no room for the drivers' trials: the
+  // driver asked for (or the store's own) is taken on trust, as it was
+  // usable when the kept facts were found; its operations then fail with
+  // ENOSPC where they need room.
+  const std::string& trusted = !requested.empty() ? requested : recorded;
+  if (host.store_full && trusted.empty()) {
+    return Fail(ENOSPC, "the store's filesystem is full: no driver can be chosen for it");
+  }
   // The verdict of driver i, probed on first use.
   auto verdict = [&](size_t i) -> const ProbeResult& {
     auto& v = selection.verdicts[i];
+    if (!v.probed && host.store_full) {
+      v.result.usable = DriverNames()[i] == trusted;
+      v.result.reason = "not probed: the store's filesystem is full";
+      v.probed = true;
+    }
     if (!v.probed) {
       v.result = options.probe ? options.probe(*drivers[i], host) : drivers[i]->Probe(host);
       v.probed = true;

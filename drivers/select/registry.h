@@ -51,6 +51,8 @@ struct SelectOptions {
 // - else `recorded` (the store's driver, non-empty): that one if usable,
 //   else the first usable driver that reads the same on-disk format.
 // - else the first usable driver in priority order.
+// - when host.store_full (no room to probe), the requested or recorded
+//   driver without a probe (ENOSPC when there is neither).
 // The on-disk formats: overlay and fuse share one; vfs has its own. A choice
 // that would change format on a store that has one fails with EXDEV, saying
 // that the store must be re-imported.
