@@ -43,25 +43,6 @@ std::string PickDriver(const std::string& probe_root) {
   return j["chosen"]["name"].is_string() ? j["chosen"]["name"].get<std::string>() : "";
 }
 
-// Writes `size` bytes of incompressible data (xorshift) to `path`.
-void WriteNoise(const std::string& path, size_t size, uint64_t seed) {
-  auto fd = Open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  ASSERT_TRUE(fd) << fd.error().message();
-  std::vector<uint64_t> block(1 << 17);
-  uint64_t x = seed | 1;
-  for (size_t done = 0; done < size;) {
-    for (auto& word : block) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      word = x;
-    }
-    size_t n = std::min(size - done, block.size() * sizeof(uint64_t));
-    ASSERT_EQ(::write(fd->get(), block.data(), n), static_cast<ssize_t>(n));
-    done += n;
-  }
-}
-
 // `lamina ... layer apply --id ID -` with stdin from a pipe this test feeds.
 struct ApplyProcess {
   pid_t pid = -1;
@@ -111,7 +92,7 @@ TEST(StoreCrash, KilledApplyLeavesNoHalfMadeLayer) {
   ASSERT_EQ(test::RunLamina(lamina_args({"layer", "create", "--id", "base"})).status, 0);
   ASSERT_TRUE(MakeDirs(dir.Sub("src/data")));
   for (int i = 0; i < 4; ++i) {
-    WriteNoise(dir.Sub("src/data/blob" + std::to_string(i)), 24 << 20, 1000 + i);
+    test::WriteNoise(dir.Sub("src/data/blob" + std::to_string(i)), 24 << 20, 1000 + i);
   }
   test::WriteFile(dir.Sub("src/data/last"), "the end\n");
   CommandResult tarred = test::Run({"tar", "-C", dir.Sub("src"), "-cf", dir.Sub("big.tar"), "."});
@@ -179,7 +160,7 @@ TEST(StoreCrash, KilledApplyOfACompressedStream) {
   if (driver.empty()) GTEST_SKIP() << "no usable storage driver on this host";
   std::string root = dir.Sub("store");
   ASSERT_TRUE(MakeDirs(dir.Sub("src")));
-  WriteNoise(dir.Sub("src/blob"), 48 << 20, 7);
+  test::WriteNoise(dir.Sub("src/blob"), 48 << 20, 7);
   CommandResult tarred =
       test::Run({"tar", "-C", dir.Sub("src"), "-czf", dir.Sub("big.tar.gz"), "."});
   ASSERT_EQ(tarred.status, 0) << tarred.err;

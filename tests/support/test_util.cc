@@ -1,24 +1,27 @@
 #include "tests/support/test_util.h"
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
-#include <climits>
-#include <cstring>
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
+#include "common/fd.h"
 #include "common/fs.h"
 
 namespace lamina::test {
 
 TempDir::TempDir(const std::string& prefix) {
   const char* base = std::getenv("LAMINA_TEST_TMP");
-  std::string tmpl = std::string(base != nullptr && *base ? base : "/var/tmp") + "/" + prefix +
-                     "-XXXXXX";
+  std::string tmpl =
+      std::string(base != nullptr && *base ? base : "/var/tmp") + "/" + prefix + "-XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   if (::mkdtemp(buf.data()) == nullptr) {
@@ -61,6 +64,24 @@ void WriteFile(const std::string& path, const std::string& data) {
   ASSERT_TRUE(out) << "open " << path;
   out << data;
   ASSERT_TRUE(out.good()) << "write " << path;
+}
+
+void WriteNoise(const std::string& path, size_t size, uint64_t seed) {
+  auto fd = Open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ASSERT_TRUE(fd) << fd.error().message();
+  std::vector<uint64_t> block(1 << 17);
+  uint64_t x = seed | 1;
+  for (size_t done = 0; done < size;) {
+    for (auto& word : block) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      word = x;
+    }
+    size_t n = std::min(size - done, block.size() * sizeof(uint64_t));
+    ASSERT_EQ(::write(fd->get(), block.data(), n), static_cast<ssize_t>(n)) << "write " << path;
+    done += n;
+  }
 }
 
 std::string ReadFileOrDie(const std::string& path) {

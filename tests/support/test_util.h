@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -42,6 +44,9 @@ CommandResult RunLamina(const std::vector<std::string>& args);
 // Writes `data` to `path` (creating it, 0644); fails the test on error.
 void WriteFile(const std::string& path, const std::string& data);
 std::string ReadFileOrDie(const std::string& path);
+// Writes `size` bytes of incompressible data (xorshift from `seed`) to
+// `path`; fails the test on error.
+void WriteNoise(const std::string& path, size_t size, uint64_t seed);
 
 // Unmounts every mount at or below `dir` (lazy, deepest first). For cleanup.
 void UnmountAllBelow(const std::string& dir);
