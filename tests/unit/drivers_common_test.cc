@@ -198,6 +198,45 @@ TEST(Host, ProbeFindsFactsAndCleansUp) {
   EXPECT_EQ(ProbeHost(tmp.Sub("missing")).error().code(), ENOENT);
 }
 
+TEST(Host, ProbeKeepsTheStoreFactsForAFullStore) {
+  test::TempDir tmp;
+  std::string kept = tmp.Sub("probe-host.txt");
+  auto facts = ProbeHost(tmp.path(), kept);
+  ASSERT_TRUE(facts) << facts.error().message();
+  EXPECT_FALSE(facts->store_full);
+  auto text = ReadFile(kept);
+  ASSERT_TRUE(text) << "no facts kept";
+  EXPECT_NE(text->find("backing_fs " + facts->backing_fs + "\n"), std::string::npos) << *text;
+  EXPECT_EQ(*ListDir(tmp.path()), std::vector<std::string>({"probe-host.txt"}));
+  // Facts kept for another kernel are not taken (the full case itself is
+  // fault.Drivers/FullDisk.*: it needs a full filesystem).
+  std::string other = *text;
+  other.replace(other.find("kernel "), 7, "kernel x");
+  ASSERT_TRUE(WriteFileAtomic(kept, other));
+  auto again = ProbeHost(tmp.path(), kept);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*ReadFile(kept), *text) << "the probe rewrites facts that changed";
+}
+
+TEST(Select, AFullStoreTakesItsDriverWithoutATrial) {
+  test::TempDir tmp;
+  DriverConfig config{.home = tmp.path()};
+  auto facts = *ProbeHost(tmp.path());
+  facts.store_full = true;
+  auto s = SelectDriver(facts, config, "", "vfs");
+  ASSERT_TRUE(s) << s.error().message();
+  EXPECT_EQ(s->driver->Name(), "vfs");
+  for (const auto& v : s->verdicts) {
+    if (!v.probed) continue;
+    EXPECT_EQ(v.result.usable, v.name == "vfs") << v.name;
+    EXPECT_NE(v.result.reason.find("full"), std::string::npos) << v.result.reason;
+  }
+  EXPECT_TRUE(ListDir(tmp.path())->empty()) << "a trial ran";
+  auto none = SelectDriver(facts, config, "", "");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code(), ENOSPC);
+}
+
 TEST(Select, UnknownDriverIsAClearError) {
   test::TempDir tmp;
   DriverConfig config{.home = tmp.path()};
