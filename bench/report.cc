@@ -307,15 +307,20 @@ std::string RenderSvg(const Report& report, const std::string& reference) {
     }
     if (!g.bars.empty()) groups.push_back(std::move(g));
   }
-  // Log2 axis over whole powers of two around the data.
-  int lo_exp = static_cast<int>(std::floor(std::log2(lo)));
-  int hi_exp = static_cast<int>(std::ceil(std::log2(hi)));
+  // Log2 axis over whole powers of two around the data, at most 1/64x to
+  // 64x: a bar beyond ends at the edge (its label keeps the value), so one
+  // near-zero time (a copy-up that a full copy never needs) does not squash
+  // the rest.
+  int lo_exp = std::max(-6, static_cast<int>(std::floor(std::log2(lo))));
+  int hi_exp = std::min(6, static_cast<int>(std::ceil(std::log2(hi))));
   const double kLabelW = 120, kPlotW = 560, kBarH = 12, kGap = 10, kTop = 60;
   double height = kTop + 40;
   for (const auto& g : groups) height += g.bars.size() * kBarH + kGap;
   double width = kLabelW + kPlotW + 90;
   auto x_of = [&](double ratio) {
-    return kLabelW + (std::log2(ratio) - lo_exp) / (hi_exp - lo_exp) * kPlotW;
+    double e =
+        std::clamp(std::log2(ratio), static_cast<double>(lo_exp), static_cast<double>(hi_exp));
+    return kLabelW + (e - lo_exp) / (hi_exp - lo_exp) * kPlotW;
   };
   static const char* kColors[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759",
                                   "#76b7b2", "#b07aa1", "#edc948", "#9c755f"};
@@ -365,7 +370,8 @@ std::string RenderSvg(const Report& report, const std::string& reference) {
           << "\"><title>" << XmlEscape(g.workload + " " + b.target + ": " + Fixed(b.ratio, 2))
           << "x</title></rect>\n"
           << "<text x=\"" << Fixed(std::max(x, one) + 3, 1) << "\" y=\"" << Fixed(y + kBarH - 2, 1)
-          << "\" font-size=\"9\">" << Fixed(b.ratio, 2) << "</text>\n";
+          << "\" font-size=\"9\">" << (b.ratio < 0.01 ? "&lt;0.01" : Fixed(b.ratio, 2))
+          << "</text>\n";
       y += kBarH;
     }
     y += kGap;
