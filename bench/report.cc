@@ -199,7 +199,7 @@ std::string FormatTable(const Report& report) {
     std::vector<std::string> row = {w.name};
     for (const auto& t : report.targets) {
       const Cell* cell = report.Find(w.name, t.name);
-      if (!t.usable || cell == nullptr) {
+      if (cell == nullptr) {
         row.push_back("-");
       } else if (!cell->na.empty()) {
         row.push_back("n/a");
@@ -289,7 +289,11 @@ std::string RenderSvg(const Report& report, const std::string& reference) {
   };
   std::vector<std::string> others;
   for (const auto& t : report.targets) {
-    if (t.name != reference && t.usable) others.push_back(t.name);
+    if (t.name == reference) continue;
+    bool measured =
+        std::any_of(report.workloads.begin(), report.workloads.end(),
+                    [&](const WorkloadInfo& w) { return report.Median(w.name, t.name); });
+    if (measured) others.push_back(t.name);
   }
   std::vector<Group> groups;
   double lo = 0.5, hi = 2;

@@ -4,10 +4,12 @@
 // generated image, runs the chosen workloads on each, `runs` times over, and
 // collects the report. Needs root (mounts, /proc/sys/vm/drop_caches).
 //
-// A run's order: for each repetition, for each target: one view for the
-// shared workloads (read-only ones first; each cold one after a remount and
-// a cache drop), a fresh view for each workload that changes the image, then
-// the whole-target workloads. Repetitions go round the targets, so a slow
+// A run's order: for each repetition, for each target: one fresh view (a
+// new container layer) for the read-only workloads and those that write new
+// files (each cold one after a remount and a cache drop), then, with those
+// files removed and the view mounted again before each, the workloads that
+// change the image (rm -rf, chmod -R, the big file's copy-up: disjoint
+// parts of it); then the whole-target workloads. Repetitions go round the targets, so a slow
 // minute of a loaded machine is spread over all of them.
 //
 // Everything lives in a temporary directory below `dir`, removed at the end

@@ -374,18 +374,17 @@ class PlainTarget final : public Target {
   Result<std::string> Open() override { return tree_; }
   Result<void> Remount() override { return {}; }
 
-  // Puts the image back the way it was.
-  Result<void> Close(const std::string& workload) override {
+  // Puts the image back the way it was: what rm-rf and chmod-R touched is
+  // written again, the big file cut back to its size.
+  Result<void> Close(const std::string&) override {
     LAMINA_CHECK(RemoveWorkloadFiles(tree_));
     const ImageSpec& spec = env_.image;
     int n = spec.TouchedDirs();
-    int first = workload == "rm-rf" ? 0 : workload == "chmod-R" ? n : -1;
-    if (first >= 0) {
+    for (int first : {0, n}) {
       for (const auto& p : TouchedPaths(tree_, spec, first)) LAMINA_CHECK(RemoveTree(p));
       LAMINA_CHECK(GenerateDirs(tree_, spec, first, std::min(first + n, spec.dirs)));
     }
-    if (workload == "append-big" &&
-        ::truncate((tree_ + "/big").c_str(), static_cast<off_t>(spec.big_mb * kMiB)) != 0) {
+    if (::truncate((tree_ + "/big").c_str(), static_cast<off_t>(spec.big_mb * kMiB)) != 0) {
       return FailErrno("truncate " + tree_ + "/big");
     }
     return {};

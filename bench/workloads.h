@@ -56,8 +56,9 @@ Result<void> GenerateBigFile(const std::string& path, int mb);
 const std::vector<WorkloadInfo>& AllWorkloads();
 // How a workload uses its view of the image.
 enum class Scope {
-  kShared,       // runs on the view shared by the run's read-only and new-files workloads
-  kFresh,        // changes what the image holds: gets a fresh view of its own
+  kShared,       // on the run's view: reads the image, or writes new files only
+  kFresh,        // changes what the image holds: on the same view after the
+                 // kShared ones, their files removed and the view mounted again
   kWholeTarget,  // uses the target itself (layer create, mounts, containers)
 };
 Scope WorkloadScope(const std::string& name);
@@ -88,8 +89,8 @@ class Target {
   virtual Result<std::string> Open() = 0;
   // The same view mounted again (a cold start for a union: daemons restart).
   virtual Result<void> Remount() = 0;
-  // Done with the view (after `workload`, for a target that has to put
-  // back what it changed).
+  // Done with the view (`workload` ran last); a target without layers puts
+  // back what the workloads changed.
   virtual Result<void> Close(const std::string& workload) = 0;
   // The daemon serving the view, if there is one.
   virtual std::optional<pid_t> Daemon() const { return std::nullopt; }
