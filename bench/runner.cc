@@ -1,5 +1,6 @@
 #include "bench/runner.h"
 
+#include <sys/resource.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -227,11 +228,35 @@ Result<void> CheckOptions(const BenchOptions& options) {
   return {};
 }
 
+namespace {
+
+// Raises the open-file limit, soft and hard, to the system's ceiling
+// (fs.nr_open), as podman does for itself before it starts a mount_program:
+// the FUSE daemons inherit it. (lamina-fuse keeps an fd per inode it knows,
+// so an `ls -lR` of 50,000 files needs more than the usual 1024 or 20000.)
+// Returns the limit in force.
+uint64_t RaiseOpenFileLimit() {
+  struct rlimit lim {};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  auto text = ReadFile("/proc/sys/fs/nr_open");
+  rlim_t ceiling = text ? std::strtoull(text->c_str(), nullptr, 10) : 0;
+  if (ceiling > lim.rlim_max) {
+    struct rlimit raised = {ceiling, ceiling};
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) return ceiling;
+  }
+  lim.rlim_cur = lim.rlim_max;
+  (void)::setrlimit(RLIMIT_NOFILE, &lim);
+  return lim.rlim_cur;
+}
+
+}  // namespace
+
 Result<Report> RunBench(const BenchOptions& options) {
   LAMINA_CHECK(CheckOptions(options));
   if (::geteuid() != 0) {
     return Fail(EPERM, "lamina bench needs root (mounts of every driver, drop_caches)");
   }
+  uint64_t nofile = RaiseOpenFileLimit();
   LAMINA_CHECK(MakeDirs(options.dir));
   std::string tmpl = options.dir + "/lamina-bench-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return FailErrno("mkdtemp " + tmpl);
@@ -265,6 +290,7 @@ Result<Report> RunBench(const BenchOptions& options) {
   report.setup["big_mb"] = std::to_string(options.image.big_mb);
   report.setup["create"] = std::to_string(options.image.create);
   report.setup["runs"] = std::to_string(options.runs);
+  report.setup["open_file_limit"] = std::to_string(nofile);
 
   std::vector<std::string> workloads = options.workloads;
   if (workloads.empty()) {
