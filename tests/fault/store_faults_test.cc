@@ -391,6 +391,9 @@ TEST_P(Concurrency, ProcessesCreatingMountingAndRemovingLayersLoseNothing) {
   Lamina lamina{dir.Sub("store"), driver};
   MakeTreeTar(dir.Sub("src"), dir.Sub("base.tar"), 2, 10, 0);
   ASSERT_EQ(lamina({"layer", "apply", "--id", "base", dir.Sub("base.tar")}).status, 0);
+  // A child from the start, so that the remover can never win against the
+  // workers' first creates: every removal of base must be refused.
+  ASSERT_EQ(lamina({"layer", "create", "--parent", "base", "--id", "anchor"}).status, 0);
 
   constexpr int kWorkers = 4, kOps = 20;
   std::string l = "'" + test::LaminaBinary() + "' --root '" + lamina.root + "' --driver " + driver;
@@ -427,7 +430,7 @@ TEST_P(Concurrency, ProcessesCreatingMountingAndRemovingLayersLoseNothing) {
     EXPECT_EQ(text.find("FAIL"), std::string::npos) << log << ":\n" << text;
   }
 
-  std::vector<std::string> expected = {"base"};
+  std::vector<std::string> expected = {"anchor", "base"};
   for (int w = 0; w < kWorkers; ++w) {
     for (int i = 0; i < kOps; ++i) {
       if (i % 3 != 0) expected.push_back("w" + std::to_string(w) + "-" + std::to_string(i));
@@ -438,7 +441,7 @@ TEST_P(Concurrency, ProcessesCreatingMountingAndRemovingLayersLoseNothing) {
   EXPECT_EQ(test::StoreLayerIds(lamina.root), expected);
   EXPECT_EQ(Joined(test::StoreProblems(lamina.root)), "");
   for (const auto& id : expected) {
-    if (id == "base") continue;
+    if (id == "base" || id == "anchor") continue;
     int i = std::stoi(id.substr(id.find('-') + 1));
     std::string owner = lamina.root + "/layers/" + id + "/diff/owner";
     if (i % 2 == 0) {
