@@ -147,8 +147,9 @@ Result<void> UnionFsImpl::CopyUp(Node* node, bool data) {
   // Removed while this waited (DoRemove holds copy_mu).
   if (table_->IsUnlinked(node)) return Fail(ENOENT, "copy-up of an unlinked object");
   std::string src_path = AtPath(s.src_dir->get(), s.src_name);
+  SharedFd object = LAMINA_TRY(ObjectFd(s));
   struct stat st;
-  if (::fstatat(s.fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+  if (::fstatat(object->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
     return FailErrno("stat " + src_path);
   }
   std::string index_xattr = OverlayXattrPrefix(ns_) + "lamina.lower";
@@ -195,7 +196,7 @@ Result<void> UnionFsImpl::CopyUp(Node* node, bool data) {
     case S_IFREG: {
       // Data and metadata through the two open files: no path is resolved,
       // and what the new file already has (owner, mode) is not set again.
-      Fd src = LAMINA_TRY(Open(ProcFdPath(s.fd->get()), O_RDONLY));
+      Fd src = LAMINA_TRY(Open(ProcFdPath(object->get()), O_RDONLY));
       Fd dst = LAMINA_TRY(OpenAt(work, tmp, O_WRONLY | O_CREAT | O_EXCL, st.st_mode & 0777));
       bool sync = false;
       if (data && st.st_size > 0) {
@@ -219,7 +220,7 @@ Result<void> UnionFsImpl::CopyUp(Node* node, bool data) {
     }
     case S_IFLNK: {
       char target[PATH_MAX + 1];
-      ssize_t n = ::readlinkat(s.fd->get(), "", target, PATH_MAX);
+      ssize_t n = ::readlinkat(object->get(), "", target, PATH_MAX);
       if (n < 0) return FailErrno("copy-up readlink");
       target[n] = '\0';
       if (::symlinkat(target, work, tmp.c_str()) != 0) return FailErrno("copy-up symlink");

@@ -206,6 +206,7 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
       out.indexed = true;
     }
   }
+  if (!out.upper && !out.indexed && !S_ISDIR(out.type)) out.fd.reset();
   // The reply's stat is the indexed file's (Stat reads it), not the lower name's.
   if (out.indexed && top_st != nullptr) top_st->st_ino = 0;
   out.ino = ComposeIno(out.origin_dev, out.origin_ino);
@@ -284,12 +285,17 @@ void UnionFsImpl::FixStat(const NodeState& s, bool unlinked, struct stat& st) co
   if (config_.squash_to_gid >= 0) st.st_gid = static_cast<gid_t>(config_.squash_to_gid);
 }
 
+Result<SharedFd> UnionFsImpl::ObjectFd(const NodeState& s) const {
+  if (s.fd) return s.fd;
+  return OpenPath(s.src_dir->get(), s.src_name);
+}
+
 Result<struct stat> UnionFsImpl::Stat(Node* node) {
   NodeState s = node->Snapshot();
   struct stat st;
-  if (::fstatat(s.fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
-    return FailErrno();
-  }
+  int r = s.fd ? ::fstatat(s.fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+               : ::fstatat(s.src_dir->get(), s.src_name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
+  if (r != 0) return FailErrno();
   if (s.indexed) {
     // One link is the index entry; lower names not yet copied up still count.
     char value[32];

@@ -54,7 +54,12 @@ struct NodeState {
   int layer = 0;       // layer of the topmost object
   bool upper = false;  // the name exists in the upper layer
   SharedFd fd;         // O_PATH of the object (the index file for an
-                       // indexed lower hard link)
+                       // indexed lower hard link); empty for a file,
+                       // symlink or special file in a lower layer, which
+                       // src_dir and src_name name for good (lower layers
+                       // do not change): an fd per known lower file would
+                       // run into the open-file limit on big images
+                       // (UnionFsImpl::ObjectFd opens it when needed)
   // Where the (lower) object lives, for copy-up: O_PATH of its directory
   // and its name there.
   SharedFd src_dir;

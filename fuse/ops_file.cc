@@ -115,7 +115,12 @@ void OpenFile(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     }
     uint32_t copy_ups = node->copy_ups.load(std::memory_order_acquire);
     NodeState s = node->Snapshot();
-    auto fd = Open(ProcFdPath(s.fd->get()), BackingFlags(*fs, fi->flags));
+    auto object = fs->ObjectFd(s);
+    if (!object) {
+      ReplyError(req, "open", ino, object.error());
+      return;
+    }
+    auto fd = Open(ProcFdPath((*object)->get()), BackingFlags(*fs, fi->flags));
     if (!fd) {
       ReplyError(req, "open", ino, fd.error());
       return;

@@ -266,7 +266,8 @@ void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
     UnionFsImpl* fs = UnionFsImpl::From(req);
     NodeState s = fs->table().FromId(ino)->Snapshot();
     char buf[PATH_MAX + 1];
-    ssize_t n = ::readlinkat(s.fd->get(), "", buf, PATH_MAX);
+    ssize_t n = s.fd ? ::readlinkat(s.fd->get(), "", buf, PATH_MAX)
+                     : ::readlinkat(s.src_dir->get(), s.src_name.c_str(), buf, PATH_MAX);
     if (n < 0) {
       fuse_reply_err(req, errno);
       return;

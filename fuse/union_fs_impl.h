@@ -140,6 +140,9 @@ class UnionFsImpl final : public UnionFs {
   // stat of a node's object with the union's view applied (st_ino, nlink,
   // ownership mapping, override_stat).
   Result<struct stat> Stat(Node* node);
+  // The O_PATH fd of a node's object: its own, or, for a lower non-directory
+  // (NodeState::fd empty), one opened now from src_dir and src_name.
+  Result<SharedFd> ObjectFd(const NodeState& s) const;
   void FixStat(const NodeState& s, bool unlinked, struct stat& st) const;
   uint64_t ComposeIno(dev_t dev, ino_t ino) const;
   void FillEntry(Node* node, const struct stat& st, fuse_entry_param& e) const;

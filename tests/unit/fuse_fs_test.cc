@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -616,6 +617,55 @@ TEST_F(FuseFsTest, ReadOnlyWithoutUpper) {
   EXPECT_EQ(WriteTo(F("a"), "x", O_WRONLY), Errno(EROFS));
   EXPECT_EQ(Rc(::unlink(F("a").c_str())), Errno(EROFS));
   EXPECT_EQ(Rc(::mkdir(F("d").c_str(), 0755)), Errno(EROFS));
+}
+
+// The daemon keeps no fd per lower file the kernel knows: with the open-file
+// limit far below the number of files, every one of them can still be
+// stat'ed, read, listed with its xattrs and copied up (before, lookups failed
+// with EMFILE once the kernel knew about a limit's worth of files).
+TEST_F(FuseFsTest, MoreLowerFilesThanTheOpenFileLimit) {
+  constexpr int kDirs = 10, kFiles = 250;  // 2,500 files, limit 512
+  for (int d = 0; d < kDirs; ++d) {
+    std::string dir = L2("d" + std::to_string(d));
+    ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    for (int f = 0; f < kFiles; ++f) WriteFile(dir + "/f" + std::to_string(f), "x");
+    ASSERT_EQ(::symlink("f0", (dir + "/link").c_str()), 0);
+  }
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  auto restore = Defer([&] { ::setrlimit(RLIMIT_NOFILE, &saved); });
+  struct rlimit low = saved;
+  low.rlim_cur = 512;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  MountFuse();
+  int stated = 0;
+  for (int d = 0; d < kDirs; ++d) {
+    std::string dir = F("d" + std::to_string(d));
+    for (int f = 0; f < kFiles; ++f) {
+      struct stat st;
+      std::string path = dir + "/f" + std::to_string(f);
+      if (::lstat(path.c_str(), &st) == 0 && st.st_size == 1) {
+        ++stated;
+      } else {
+        ADD_FAILURE() << path << ": " << std::strerror(errno);
+      }
+    }
+    char target[16] = {};
+    EXPECT_EQ(::readlink((dir + "/link").c_str(), target, sizeof(target) - 1), 2) << dir;
+    EXPECT_EQ(ReadAll(dir + "/f1"), "x");
+    char names[64];
+    EXPECT_GE(::llistxattr((dir + "/f2").c_str(), names, sizeof(names)), 0) << dir;
+  }
+  EXPECT_EQ(stated, kDirs * kFiles);
+  // Copy-up of a lower file that has no fd of its own.
+  EXPECT_EQ(WriteTo(F("d3/f7"), "y", O_WRONLY | O_APPEND), "ok");
+  EXPECT_EQ(ReadAll(F("d3/f7")), "xy");
+  EXPECT_EQ(ReadAll(tmp_.Sub("f_upper/d3/f7")), "xy");
+  EXPECT_EQ(ReadAll(L2("d3/f7")), "x");
+  ASSERT_EQ(::chmod(F("d4/f9").c_str(), 0600), 0);
+  struct stat st;
+  ASSERT_EQ(::stat(tmp_.Sub("f_upper/d4/f9").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
 }
 
 TEST_F(FuseFsTest, WorkLeftoversRemovedAtStart) {
