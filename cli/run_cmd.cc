@@ -128,7 +128,19 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
   if (host_mount) {
     record.mounted = true;  // recorded before the mount: a crash in between is harmless
     OrThrow(containers.Update(record), kRunError);
-    spec.rootfs = OrThrow(store->Mount(layer), kRunError);
+    // A container in a user namespace of its own sees the tree through its
+    // id maps (see MountOptions::uid_map).
+    MountOptions mount_options;
+    if (spec.user_namespace) {
+      launcher::IdMapPlan plan = launcher::PlanIdMaps();
+      for (const auto& r : plan.uids) {
+        mount_options.uid_map.push_back({r.inside, r.outside, r.count});
+      }
+      for (const auto& r : plan.gids) {
+        mount_options.gid_map.push_back({r.inside, r.outside, r.count});
+      }
+    }
+    spec.rootfs = OrThrow(store->Mount(layer, mount_options), kRunError);
   } else {
     NamespaceMount mount = OrThrow(store->PrepareNamespaceMount(layer), kRunError);
     spec.rootfs = mount.target;

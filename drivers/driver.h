@@ -58,11 +58,26 @@ struct CreateOptions {
   bool writable = false;
 };
 
+// One range of a user namespace's id map: ids `inside` .. inside+count-1 of
+// the namespace are ids `outside` .. of the caller's.
+struct IdMapEntry {
+  uint32_t inside = 0;
+  uint32_t outside = 0;
+  uint32_t count = 0;
+};
+
 struct MountOptions {
   // Mount read-only; for a layer with no upper (an image top) this is implied.
   bool read_only = false;
   // SELinux context and other label options are accepted and passed on where supported.
   std::string mount_label;
+  // The id maps of the user namespace the tree is used from (a container's),
+  // empty when it is used from the caller's own. The owners a layer stores
+  // are the namespace's ids; a driver whose files are served by a process
+  // in the caller's namespace (fuse) presents them as the caller's ids
+  // through these maps, so that they show right inside. Kernel mounts ignore
+  // them (the kernel maps by itself).
+  std::vector<IdMapEntry> uid_map, gid_map;
 };
 
 // Where a driver's mounts can be made.

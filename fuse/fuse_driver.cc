@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "common/fs.h"
@@ -22,6 +23,17 @@
 
 namespace lamina::fuse {
 namespace {
+
+// Whether /etc/fuse.conf lets unprivileged users mount with allow_other.
+bool FuseConfAllowsOther() {
+  std::ifstream conf("/etc/fuse.conf");
+  std::string line;
+  while (std::getline(conf, line)) {
+    size_t start = line.find_first_not_of(" \t");
+    if (start != std::string::npos && line.compare(start, 16, "user_allow_other") == 0) return true;
+  }
+  return false;
+}
 
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
@@ -161,7 +173,7 @@ class FuseDriver final : public Driver {
   // The -o string lamina-fuse gets for a stack.
   std::string MountOptionString(const std::vector<std::string>& lowers, const std::string& upper,
                                 const std::string& work, bool read_only,
-                                const std::string& label) const;
+                                const MountOptions& options) const;
   // Runs lamina-fuse; returns once the mount is live.
   Result<void> StartDaemon(const std::string& options, const std::string& mountpoint) const;
   // Unmounts and waits for the daemon to exit.
@@ -173,13 +185,30 @@ class FuseDriver final : public Driver {
 
 std::string FuseDriver::MountOptionString(const std::vector<std::string>& lowers,
                                           const std::string& upper, const std::string& work,
-                                          bool read_only, const std::string& label) const {
+                                          bool read_only, const MountOptions& options) const {
   FsConfig fs;
   fs.lowers = lowers;
   fs.upper = upper;
   fs.work = work;
   fs.read_only = read_only;
-  fs.context = label;
+  fs.context = options.mount_label;
+  // Used from a user namespace: what the layer stores (the namespace's ids)
+  // is shown as the ids they are outside it, which the kernel maps back
+  // into the namespace (lamina-fuse answers in the initial namespace's ids).
+  // uidmapping's "inner" is what the mount shows, "outer" what is stored.
+  for (const auto& e : options.uid_map) fs.uid_map.push_back({e.outside, e.inside, e.count});
+  for (const auto& e : options.gid_map) fs.gid_map.push_back({e.outside, e.inside, e.count});
+  // The container's other users are other ids than ours: the kernel lets
+  // them in only with allow_other, which fusermount3 grants an unprivileged
+  // user only where /etc/fuse.conf says user_allow_other.
+  if (!options.uid_map.empty() && ::geteuid() != 0) {
+    if (FuseConfAllowsOther()) {
+      fs.allow_other = true;
+    } else {
+      spdlog::warn("fuse: /etc/fuse.conf has no user_allow_other, so only the container's root "
+                   "can reach its files (add the line, or use --driver vfs)");
+    }
+  }
   // A rootless store keeps owners it could not set in
   // user.containers.override_stat (see UnionLayerApplyDiff).
   if (config_.xattr_ns == XattrNamespace::kUser) fs.xattr_permissions = 2;
@@ -250,8 +279,7 @@ Result<std::string> FuseDriver::Mount(const std::string& id, const MountOptions&
     lowers.push_back(empty);
   }
   std::string opts = MountOptionString(lowers, writable ? home_.DiffDir(id) : "",
-                                       writable ? home_.WorkDir(id) : "", !writable,
-                                       options.mount_label);
+                                       writable ? home_.WorkDir(id) : "", !writable, options);
   auto started = StartDaemon(opts, merged);
   if (!started) return Fail(started.error().Wrap("mount layer " + id));
   auto undo = Defer([&] { (void)StopDaemon(merged, /*lazy=*/true); });
@@ -311,7 +339,7 @@ ProbeResult FuseDriver::Probe(const HostFacts& host) {
     }
     LAMINA_CHECK(WriteFileAtomic(dir + "/lower/probe", "lamina"));
     std::string opts = MountOptionString({dir + "/lower"}, dir + "/upper", dir + "/work", false,
-                                         "");
+                                         MountOptions{});
     LAMINA_CHECK(StartDaemon(opts, dir + "/merged"));
     std::string seen = LAMINA_TRY(ReadFile(dir + "/merged/probe"));
     if (seen != "lamina") return Fail(EIO, "the trial mount shows wrong content");
