@@ -205,8 +205,9 @@ std::string FuseDriver::MountOptionString(const std::vector<std::string>& lowers
     if (FuseConfAllowsOther()) {
       fs.allow_other = true;
     } else {
-      spdlog::warn("fuse: /etc/fuse.conf has no user_allow_other, so only the container's root "
-                   "can reach its files (add the line, or use --driver vfs)");
+      spdlog::warn(
+          "fuse: /etc/fuse.conf has no user_allow_other, so only the container's root "
+          "can reach its files (add the line, or use --driver vfs)");
     }
   }
   // A rootless store keeps owners it could not set in
@@ -338,8 +339,8 @@ ProbeResult FuseDriver::Probe(const HostFacts& host) {
       LAMINA_CHECK(MakeDirs(dir + sub));
     }
     LAMINA_CHECK(WriteFileAtomic(dir + "/lower/probe", "lamina"));
-    std::string opts = MountOptionString({dir + "/lower"}, dir + "/upper", dir + "/work", false,
-                                         MountOptions{});
+    std::string opts =
+        MountOptionString({dir + "/lower"}, dir + "/upper", dir + "/work", false, MountOptions{});
     LAMINA_CHECK(StartDaemon(opts, dir + "/merged"));
     std::string seen = LAMINA_TRY(ReadFile(dir + "/merged/probe"));
     if (seen != "lamina") return Fail(EIO, "the trial mount shows wrong content");
