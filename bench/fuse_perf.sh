@@ -1,6 +1,6 @@
 #!/bin/bash
 # lamina-fuse side by side with fuse-overlayfs and the kernel overlay, on the
-# same generated layers, for the issue 6 targets (docs/fuse-performance.md).
+# same generated layers, for the issue 6 targets (docs/benchmarks.md).
 #
 # Every workload gets a fresh upper/work and a fresh mount of each driver;
 # "cold" ones run after `sync; echo 3 > /proc/sys/vm/drop_caches`. Times are
