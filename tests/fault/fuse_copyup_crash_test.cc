@@ -37,25 +37,6 @@ using namespace std::chrono_literals;
 
 constexpr size_t kBigSize = size_t{256} << 20;
 
-// Writes `size` bytes of incompressible data (xorshift) to `path`.
-void WriteNoise(const std::string& path, size_t size, uint64_t seed) {
-  auto fd = Open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  ASSERT_TRUE(fd) << fd.error().message();
-  std::vector<uint64_t> block(1 << 17);
-  uint64_t x = seed | 1;
-  for (size_t done = 0; done < size;) {
-    for (auto& word : block) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      word = x;
-    }
-    size_t n = std::min(size - done, block.size() * sizeof(uint64_t));
-    ASSERT_EQ(::write(fd->get(), block.data(), n), static_cast<ssize_t>(n));
-    done += n;
-  }
-}
-
 // "" when the two files have the same bytes, else where they differ.
 std::string CompareFiles(const std::string& a, const std::string& b) {
   auto fa = Open(a, O_RDONLY);
