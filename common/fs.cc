@@ -265,6 +265,8 @@ Result<void> RemoveXattr(const std::string& path, const std::string& name) {
 
 std::string ProcFdPath(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
+std::string AtPath(int dirfd, const std::string& name) { return ProcFdPath(dirfd) + "/" + name; }
+
 static Result<void> MakePipe(int fds[2]) {
   if (::pipe2(fds, O_CLOEXEC) != 0) return FailErrno("pipe");
   return {};

@@ -52,6 +52,9 @@ Result<void> RemoveXattr(const std::string& path, const std::string& name);
 // "/proc/self/fd/N": a path for an fd (also O_PATH) where the kernel offers
 // no *at variant (xattrs on O_PATH fds, for instance).
 std::string ProcFdPath(int fd);
+// The path of `name` in the directory open as `dirfd`, through /proc/self/fd
+// (for the calls that take no dirfd: xattrs, open by name without O_PATH).
+std::string AtPath(int dirfd, const std::string& name);
 
 // Runs argv (argv[0] looked up in PATH), waits, returns the exit status
 // (128+signal when killed). stdout is captured into *out when out != nullptr,

@@ -24,8 +24,6 @@ namespace lamina::fuse {
 
 namespace {
 
-std::string AtPath(int dirfd, const std::string& name) { return ProcFdPath(dirfd) + "/" + name; }
-
 Result<SharedFd> OpenPathAt(int dirfd, const std::string& name) {
   int fd = ::openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return FailErrno("open " + name);

@@ -182,7 +182,7 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
   // Identity.
   if (out.upper) {
     char value[128];
-    std::string path = ProcFdPath(out.src_dir->get()) + "/" + name;
+    std::string path = AtPath(out.src_dir->get(), name);
     ssize_t n = ::lgetxattr(path.c_str(), OriginXattr().c_str(), value, sizeof(value));
     dev_t dev;
     ino_t ino;
@@ -307,7 +307,7 @@ Result<struct stat> UnionFsImpl::Stat(Node* node) {
     st.st_nlink = st.st_nlink > 0 ? st.st_nlink - 1 + pending : 0;
   }
   if (const char* xname = OverrideXattr()) {
-    std::string path = ProcFdPath(s.src_dir->get()) + "/" + s.src_name;
+    std::string path = AtPath(s.src_dir->get(), s.src_name);
     char value[128];
     ssize_t n = ::lgetxattr(path.c_str(), xname, value, sizeof(value) - 1);
     if (n > 0) {

@@ -115,12 +115,11 @@ void OpenFile(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     }
     uint32_t copy_ups = node->copy_ups.load(std::memory_order_acquire);
     NodeState s = node->Snapshot();
-    auto object = fs->ObjectFd(s);
-    if (!object) {
-      ReplyError(req, "open", ino, object.error());
-      return;
-    }
-    auto fd = Open(ProcFdPath((*object)->get()), BackingFlags(*fs, fi->flags));
+    // A lower file without an fd of its own is opened by its name, where
+    // the magic link of an fd would have to be followed.
+    auto fd = s.fd ? Open(ProcFdPath(s.fd->get()), BackingFlags(*fs, fi->flags))
+                   : Open(AtPath(s.src_dir->get(), s.src_name),
+                          BackingFlags(*fs, fi->flags) | O_NOFOLLOW);
     if (!fd) {
       ReplyError(req, "open", ino, fd.error());
       return;

@@ -68,7 +68,7 @@ struct Target {
 Target TargetOf(const NodeState& s) {
   // A symlink by its name (not followed); so a lower file without an fd of
   // its own (NodeState::fd), which is no symlink either.
-  if (S_ISLNK(s.type) || !s.fd) return {ProcFdPath(s.src_dir->get()) + "/" + s.src_name, false};
+  if (S_ISLNK(s.type) || !s.fd) return {AtPath(s.src_dir->get(), s.src_name), false};
   return {ProcFdPath(s.fd->get()), true};
 }
 
