@@ -71,6 +71,7 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
   spec.read_only = args.read_only;
   spec.tty = args.tty;
   spec.user_namespace = ::geteuid() != 0 || args.userns;
+  if (spec.user_namespace) spec.id_maps = launcher::PlanIdMaps();
 
   auto store = OpenStore(global, kRunError);
   CleanStale(*store);
@@ -131,14 +132,11 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
     // A container in a user namespace of its own sees the tree through its
     // id maps (see MountOptions::uid_map).
     MountOptions mount_options;
-    if (spec.user_namespace) {
-      launcher::IdMapPlan plan = launcher::PlanIdMaps();
-      for (const auto& r : plan.uids) {
-        mount_options.uid_map.push_back({r.inside, r.outside, r.count});
-      }
-      for (const auto& r : plan.gids) {
-        mount_options.gid_map.push_back({r.inside, r.outside, r.count});
-      }
+    for (const auto& r : spec.id_maps.uids) {
+      mount_options.uid_map.push_back({r.inside, r.outside, r.count});
+    }
+    for (const auto& r : spec.id_maps.gids) {
+      mount_options.gid_map.push_back({r.inside, r.outside, r.count});
     }
     spec.rootfs = OrThrow(store->Mount(layer, mount_options), kRunError);
   } else {

@@ -341,8 +341,7 @@ bool Pump(int from, int to) {
 Result<ExitInfo> Run(const ContainerSpec& spec, const RunCallbacks& callbacks) {
   if (spec.argv.empty()) return Fail(EINVAL, "no command to run (the image has none)");
 
-  IdMapPlan plan;
-  if (spec.user_namespace) plan = PlanIdMaps();
+  const IdMapPlan& plan = spec.id_maps;
 
   CgroupLayout layout = LAMINA_TRY(DetectCgroups());
   Cgroup cgroup = LAMINA_TRY(Cgroup::Create(layout, spec.id, spec.limits, ::geteuid() == 0));

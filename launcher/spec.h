@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "launcher/idmap.h"
 
 namespace lamina::launcher {
 
@@ -54,6 +55,9 @@ struct ContainerSpec {
   bool tty = false;        // -t: a pseudo-terminal on stdin/stdout/stderr
   // A user namespace: always when not root, on request (--userns) for root.
   bool user_namespace = false;
+  // Its id maps (PlanIdMaps()) when user_namespace: planned once, for the
+  // namespace and for the drivers that present owners through them.
+  IdMapPlan id_maps;
   // Set when the root is mounted at `rootfs` inside the container's own
   // mount namespace, by its first process as root of its user namespace,
   // before anything else is mounted (a driver whose mounts live only there:
