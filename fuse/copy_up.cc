@@ -79,10 +79,35 @@ Result<bool> UnionFsImpl::RemoveWhiteout(int dirfd, const std::string& name) {
   return removed;
 }
 
+int UnionFsImpl::DeviceWhiteoutAt(int dirfd, const std::string& name) {
+  // A new name for the shared whiteout inode: a directory entry, where a
+  // whiteout of its own would also allocate and write an inode (the kernel
+  // overlay shares its whiteouts the same way). Made again when it went
+  // (another mount cleaned work/) or has as many links as it can take.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::string shared;
+    {
+      std::lock_guard lock(whiteout_mu_);
+      if (shared_whiteout_.empty() || attempt > 0) {
+        if (!shared_whiteout_.empty()) ::unlinkat(work_fd(), shared_whiteout_.c_str(), 0);
+        shared_whiteout_.clear();
+        std::string fresh = TempName();
+        if (::mknodat(work_fd(), fresh.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) break;
+        shared_whiteout_ = std::move(fresh);
+      }
+      shared = shared_whiteout_;
+    }
+    if (::linkat(work_fd(), shared.c_str(), dirfd, name.c_str(), 0) == 0) return 0;
+    if (errno != ENOENT && errno != EMLINK) break;
+  }
+  return ::mknodat(dirfd, name.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0 ? 0 : errno;
+}
+
 Result<void> UnionFsImpl::MakeWhiteoutAt(int dirfd, const std::string& name) {
   if (chr_whiteouts_) {
-    if (::mknodat(dirfd, name.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) return {};
-    if (errno != EPERM) return FailErrno("whiteout " + name);
+    int err = DeviceWhiteoutAt(dirfd, name);
+    if (err == 0) return {};
+    if (err != EPERM) return Fail(err, "whiteout " + name);
   }
   std::string marker = std::string(kWhiteoutPrefix) + name;
   int fd = ::openat(dirfd, marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
@@ -258,8 +283,9 @@ Result<void> UnionFsImpl::CopyUp(Node* node, bool data) {
     std::lock_guard lock(node->mu);
     node->state.indexed = index;
     if (S_ISDIR(st.st_mode)) {
-      node->state.stack.insert(node->state.stack.begin(), DirLayer{0, fd});
-      node->state.has_lower = node->state.stack.size() > 1;
+      DirInfo& dir = node->state.EditDir();
+      dir.stack.insert(dir.stack.begin(), DirLayer{0, fd});
+      node->state.has_lower = dir.stack.size() > 1;
     }
   }
   if (index) {

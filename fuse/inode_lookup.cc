@@ -97,59 +97,75 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
   if (name.size() > NAME_MAX) return Fail(ENAMETOOLONG);
   if (name.starts_with(kWhiteoutPrefix)) return Fail(ENOENT);
   NodeState out;
+  DirInfo dir;  // out.dir, for a directory
   bool found = false;
   std::optional<std::string> redirect;  // lower path for the layers below
   int next_layer = 0;                   // first layer a redirect applies to
 
   auto add_dir = [&](int layer, SharedFd fd) -> bool {  // false: stop descending
-    out.stack.push_back({layer, fd});
+    dir.stack.push_back({layer, fd});
     DirMarks marks = ReadDirMarks(fd->get());
     if (marks.redirect) {
       const std::string& r = *marks.redirect;
       std::string base =
-          r.starts_with("/") ? r.substr(1) : JoinPath(SplitParent(out.lower_path).first, r);
+          r.starts_with("/") ? r.substr(1) : JoinPath(SplitParent(dir.lower_path).first, r);
       redirect = base;
-      out.lower_path = base;
+      dir.lower_path = base;
       next_layer = layer + 1;
     }
     return !marks.opaque;
   };
 
-  // Each layer's object is opened (O_PATH) and then stat'ed through the fd:
-  // two syscalls for an object that is there, and the stat is the one the
-  // reply needs.
+  // An upper object is opened (O_PATH) and then stat'ed through the fd, so
+  // that the stat (the one the reply needs) is of the object the fd holds.
+  // A lower one is stat'ed by its name, and opened only when it is a
+  // directory: lower layers do not change, and a lower file keeps no fd
+  // (NodeState::fd), so one syscall for the object that is there.
   struct stat st;
-  for (const DirLayer& dl : parent.stack) {
-    auto fd = OpenPath(dl.fd->get(), name);
-    if (!fd) {
-      if (fd.error().code() != ENOENT) return Fail(fd.error());
+  const std::vector<DirLayer>& pstack = parent.stack();
+  for (const DirLayer& dl : pstack) {
+    bool upper = layers_[static_cast<size_t>(dl.layer)].upper;
+    SharedFd fd;
+    int r;
+    if (upper) {
+      auto opened = OpenPath(dl.fd->get(), name);
+      if (opened) {
+        fd = std::move(*opened);
+        r = ::fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+      } else {
+        r = -1;
+        errno = opened.error().code();
+      }
+    } else {
+      r = ::fstatat(dl.fd->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
+    }
+    if (r != 0) {
+      if (errno != ENOENT) return FailErrno();
       // A .wh.NAME in the bottom directory would hide nothing.
-      if (&dl != &parent.stack.back() && HasWhiteoutFile(dl.fd->get(), name)) break;
+      if (&dl != &pstack.back() && HasWhiteoutFile(dl.fd->get(), name)) break;
       continue;
     }
-    if (::fstatat((*fd)->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
-      return FailErrno();
-    }
     if (IsWhiteoutStat(st)) break;
+    if (S_ISDIR(st.st_mode) && !fd) fd = LAMINA_TRY(OpenPath(dl.fd->get(), name));
     if (!found) {
       found = true;
       if (top_st != nullptr) *top_st = st;
       out.type = st.st_mode & S_IFMT;
       out.layer = dl.layer;
-      out.upper = layers_[static_cast<size_t>(dl.layer)].upper;
-      out.fd = std::move(*fd);
+      out.upper = upper;
+      out.fd = std::move(fd);
       out.src_dir = dl.fd;
       out.src_name = name;
       out.origin_dev = st.st_dev;
       out.origin_ino = st.st_ino;
-      out.lower_nlink = st.st_nlink;
+      out.lower_nlink = static_cast<uint32_t>(st.st_nlink);
       if (!S_ISDIR(st.st_mode)) break;
-      out.lower_path = JoinPath(parent.lower_path, name);
+      dir.lower_path = JoinPath(parent.lower_path(), name);
       if (!add_dir(dl.layer, out.fd) || redirect) break;
       continue;
     }
     if (!S_ISDIR(st.st_mode)) break;
-    if (!add_dir(dl.layer, std::move(*fd)) || redirect) break;
+    if (!add_dir(dl.layer, std::move(fd)) || redirect) break;
   }
   if (!found) return Fail(ENOENT);
 
@@ -175,9 +191,10 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
       if (redirect) break;  // a redirect in a lower layer: follow it
     }
   }
-  for (const DirLayer& dl : out.stack) {
+  for (const DirLayer& dl : dir.stack) {
     if (!layers_[static_cast<size_t>(dl.layer)].upper) out.has_lower = true;
   }
+  if (S_ISDIR(out.type)) out.dir = std::make_shared<const DirInfo>(std::move(dir));
 
   // Identity.
   if (out.upper) {
@@ -214,12 +231,13 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
 }
 
 Result<bool> UnionFsImpl::LowerHas(const NodeState& parent, const std::string& name) {
-  for (const DirLayer& dl : parent.stack) {
+  const std::vector<DirLayer>& pstack = parent.stack();
+  for (const DirLayer& dl : pstack) {
     if (layers_[static_cast<size_t>(dl.layer)].upper) continue;
     struct stat st;
     if (::fstatat(dl.fd->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       if (errno != ENOENT) return FailErrno();
-      if (&dl != &parent.stack.back() && HasWhiteoutFile(dl.fd->get(), name)) return false;
+      if (&dl != &pstack.back() && HasWhiteoutFile(dl.fd->get(), name)) return false;
       continue;
     }
     return !IsWhiteoutStat(st);
@@ -273,7 +291,7 @@ Result<std::pair<Node*, struct stat>> UnionFsImpl::LookupWithStat(Node* parent,
 void UnionFsImpl::FixStat(const NodeState& s, bool unlinked, struct stat& st) const {
   st.st_ino = s.ino;
   // As the kernel overlay: a merged directory reports 1 rather than counting.
-  if (S_ISDIR(s.type) && (config_.static_nlink || s.stack.size() > 1)) st.st_nlink = 1;
+  if (S_ISDIR(s.type) && (config_.static_nlink || s.stack().size() > 1)) st.st_nlink = 1;
   if (unlinked && !s.upper && !S_ISDIR(s.type)) st.st_nlink = 0;
   st.st_uid = ToInnerUid(st.st_uid);
   st.st_gid = ToInnerGid(st.st_gid);

@@ -1,24 +1,85 @@
 #include "fuse/inode_table.h"
 
+#include <functional>
+
 namespace lamina::fuse {
 
 NodeTable::NodeTable(NodeState root_state) {
   root_ = new Node(nullptr, "");
   root_->refs = 1;  // never dropped
   root_->state = std::move(root_state);
-  all_[root_] = true;
+  buckets_.assign(1024, nullptr);
+  LinkAllLocked(root_);
 }
 
 NodeTable::~NodeTable() {
-  for (auto& [node, unused] : all_) delete node;
+  for (Node* node = all_; node != nullptr;) delete std::exchange(node, node->all_next);
+}
+
+size_t NodeTable::Hash(const Node* parent, std::string_view name) {
+  size_t h = std::hash<std::string_view>{}(name);
+  return h ^ (reinterpret_cast<uintptr_t>(parent) * 0x9e3779b97f4a7c15ull >> 7);
+}
+
+Node* NodeTable::FindLocked(const Node* parent, std::string_view name) const {
+  for (Node* n = buckets_[Hash(parent, name) & (buckets_.size() - 1)]; n != nullptr;
+       n = n->hash_next) {
+    if (n->parent == parent && n->name == name) return n;
+  }
+  return nullptr;
+}
+
+void NodeTable::IndexLocked(Node* node) {
+  if (indexed_ >= buckets_.size()) {
+    std::vector<Node*> grown(buckets_.size() * 2, nullptr);
+    for (Node* head : buckets_) {
+      while (head != nullptr) {
+        Node* next = head->hash_next;
+        Node*& slot = grown[Hash(head->parent, head->name) & (grown.size() - 1)];
+        head->hash_next = slot;
+        slot = head;
+        head = next;
+      }
+    }
+    buckets_ = std::move(grown);
+  }
+  Node*& slot = buckets_[Hash(node->parent, node->name) & (buckets_.size() - 1)];
+  node->hash_next = slot;
+  slot = node;
+  ++indexed_;
+}
+
+void NodeTable::UnindexLocked(Node* node) {
+  Node** link = &buckets_[Hash(node->parent, node->name) & (buckets_.size() - 1)];
+  while (*link != nullptr && *link != node) link = &(*link)->hash_next;
+  if (*link == nullptr) return;
+  *link = node->hash_next;
+  node->hash_next = nullptr;
+  --indexed_;
+}
+
+void NodeTable::LinkAllLocked(Node* node) {
+  node->all_prev = nullptr;
+  node->all_next = all_;
+  if (all_ != nullptr) all_->all_prev = node;
+  all_ = node;
+}
+
+void NodeTable::UnlinkAllLocked(Node* node) {
+  if (node->all_prev != nullptr) {
+    node->all_prev->all_next = node->all_next;
+  } else {
+    all_ = node->all_next;
+  }
+  if (node->all_next != nullptr) node->all_next->all_prev = node->all_prev;
+  node->all_prev = node->all_next = nullptr;
 }
 
 Node* NodeTable::FindChild(Node* parent, const std::string& name) {
   std::lock_guard lock(mu_);
-  auto it = parent->children.find(name);
-  if (it == parent->children.end()) return nullptr;
-  it->second->refs++;
-  return it->second;
+  Node* child = FindLocked(parent, name);
+  if (child != nullptr) child->refs++;
+  return child;
 }
 
 Node* NodeTable::InsertChild(Node* parent, const std::string& name, NodeState state,
@@ -26,18 +87,18 @@ Node* NodeTable::InsertChild(Node* parent, const std::string& name, NodeState st
   auto fresh = std::make_unique<Node>(parent, name);
   fresh->state = std::move(state);
   std::lock_guard lock(mu_);
-  auto it = parent->children.find(name);
-  if (inserted != nullptr) *inserted = it == parent->children.end();
-  if (it != parent->children.end()) {
-    it->second->refs += add_refs;
-    return it->second;
+  Node* existing = FindLocked(parent, name);
+  if (inserted != nullptr) *inserted = existing == nullptr;
+  if (existing != nullptr) {
+    existing->refs += add_refs;
+    return existing;
   }
   Node* node = fresh.release();
   node->generation = next_generation_++;
   node->refs = add_refs;
   parent->refs++;  // the child's hold on its parent
-  parent->children.emplace(name, node);
-  all_[node] = true;
+  IndexLocked(node);
+  LinkAllLocked(node);
   return node;
 }
 
@@ -51,12 +112,9 @@ void NodeTable::UnrefLocked(Node* node, uint64_t n, std::vector<Node*>* dead) {
     node->refs = node->refs >= n ? node->refs - n : 0;
     if (node->refs != 0 || node == root_) return;
     Node* parent = node->parent;
-    if (parent != nullptr) {
-      auto it = parent->children.find(node->name);
-      if (it != parent->children.end() && it->second == node) parent->children.erase(it);
-    }
+    if (parent != nullptr) UnindexLocked(node);
     // Children hold a ref on their parent, so a node reaching zero has none.
-    all_.erase(node);
+    UnlinkAllLocked(node);
     dead->push_back(node);
     node = parent;
     n = 1;
@@ -79,10 +137,9 @@ std::pair<Node*, std::string> NodeTable::ParentAndName(Node* node) {
 }
 
 void NodeTable::DetachLocked(Node* parent, const std::string& name, std::vector<Node*>* drop) {
-  auto it = parent->children.find(name);
-  if (it == parent->children.end()) return;
-  Node* child = it->second;
-  parent->children.erase(it);
+  Node* child = FindLocked(parent, name);
+  if (child == nullptr) return;
+  UnindexLocked(child);
   child->unlinked = true;
   child->parent = nullptr;
   drop->push_back(parent);  // the child's hold on the parent
@@ -107,15 +164,13 @@ void NodeTable::Move(Node* old_parent, const std::string& old_name, Node* new_pa
     std::vector<Node*> drop;
     if (old_parent == new_parent && old_name == new_name) return;
     DetachLocked(new_parent, new_name, &drop);
-    auto it = old_parent->children.find(old_name);
-    if (it != old_parent->children.end()) {
-      Node* node = it->second;
-      old_parent->children.erase(it);
+    if (Node* node = FindLocked(old_parent, old_name)) {
+      UnindexLocked(node);
       node->name = new_name;
       node->parent = new_parent;
       new_parent->refs++;
       drop.push_back(old_parent);
-      new_parent->children.emplace(new_name, node);
+      IndexLocked(node);
     }
     for (Node* p : drop) UnrefLocked(p, 1, &dead);
   }
@@ -125,25 +180,24 @@ void NodeTable::Move(Node* old_parent, const std::string& old_name, Node* new_pa
 void NodeTable::Exchange(Node* parent_a, const std::string& name_a, Node* parent_b,
                          const std::string& name_b) {
   std::lock_guard lock(mu_);
-  auto ia = parent_a->children.find(name_a);
-  auto ib = parent_b->children.find(name_b);
-  Node* a = ia != parent_a->children.end() ? ia->second : nullptr;
-  Node* b = ib != parent_b->children.end() ? ib->second : nullptr;
-  if (a != nullptr) parent_a->children.erase(ia);
-  if (b != nullptr) parent_b->children.erase(parent_b->children.find(name_b));
+  if (parent_a == parent_b && name_a == name_b) return;
+  Node* a = FindLocked(parent_a, name_a);
+  Node* b = FindLocked(parent_b, name_b);
+  if (a != nullptr) UnindexLocked(a);
+  if (b != nullptr) UnindexLocked(b);
   if (a != nullptr) {
     a->name = name_b;
     a->parent = parent_b;
-    parent_b->children.emplace(name_b, a);
     parent_b->refs++;
     parent_a->refs--;  // parent_a keeps >= 1 (its own holders); never reaches 0 here
+    IndexLocked(a);
   }
   if (b != nullptr) {
     b->name = name_a;
     b->parent = parent_a;
-    parent_a->children.emplace(name_a, b);
     parent_a->refs++;
     parent_b->refs--;
+    IndexLocked(b);
   }
 }
 
@@ -151,8 +205,7 @@ std::vector<Node*> NodeTable::WithOrigin(dev_t dev, ino_t ino) {
   std::vector<Node*> all;
   {
     std::lock_guard lock(mu_);
-    all.reserve(all_.size());
-    for (auto& [node, unused] : all_) {
+    for (Node* node = all_; node != nullptr; node = node->all_next) {
       node->refs++;
       all.push_back(node);
     }

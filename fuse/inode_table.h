@@ -21,10 +21,10 @@
 
 #include <atomic>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/fd.h"
@@ -48,39 +48,90 @@ struct DirLayer {
   SharedFd fd;  // O_PATH of the directory in that layer
 };
 
+// What only a directory's state has. Shared between the states copied from
+// one another (NodeState snapshots) and never changed once shared: a change
+// makes a new one (NodeState::EditDir).
+struct DirInfo {
+  // Every contributing directory, top first (the first is the object itself).
+  std::vector<DirLayer> stack;
+  // The path of its lower content, from the layer roots ("" for the root,
+  // "a/b" otherwise); follows redirects.
+  std::string lower_path;
+};
+
+// A mutex of 4 bytes where std::mutex takes 40: every Node has two, and a
+// big image has hundreds of thousands of nodes. A futex word (C++20
+// atomic wait): 0 free, 1 held, 2 held with waiters.
+class SmallMutex {
+ public:
+  void lock() noexcept {
+    uint32_t c = 0;
+    if (state_.compare_exchange_strong(c, 1, std::memory_order_acquire)) return;
+    if (c != 2) c = state_.exchange(2, std::memory_order_acquire);
+    while (c != 0) {
+      state_.wait(2, std::memory_order_relaxed);
+      c = state_.exchange(2, std::memory_order_acquire);
+    }
+  }
+  bool try_lock() noexcept {
+    uint32_t c = 0;
+    return state_.compare_exchange_strong(c, 1, std::memory_order_acquire);
+  }
+  void unlock() noexcept {
+    if (state_.exchange(0, std::memory_order_release) == 2) state_.notify_one();
+  }
+
+ private:
+  std::atomic<uint32_t> state_{0};
+};
+
 // The layer state of a node; replaced as a whole by copy-up and rename.
 struct NodeState {
-  mode_t type = 0;     // S_IFMT bits
-  int layer = 0;       // layer of the topmost object
-  bool upper = false;  // the name exists in the upper layer
-  SharedFd fd;         // O_PATH of the object (the index file for an
-                       // indexed lower hard link); empty for a file,
-                       // symlink or special file in a lower layer, which
-                       // src_dir and src_name name for good (lower layers
-                       // do not change): an fd per known lower file would
-                       // run into the open-file limit on big images
-                       // (UnionFsImpl::ObjectFd opens it when needed)
+  mode_t type = 0;           // S_IFMT bits
+  int layer = 0;             // layer of the topmost object
+  bool upper = false;        // the name exists in the upper layer
+  bool has_lower = false;    // dirs: some of the stack is in a lower layer
+  bool indexed = false;      // a hard-linked lower file with an entry in
+                             // work/index (kernel index=on)
+  uint32_t lower_nlink = 1;  // st_nlink of the lower origin (hard links)
+  SharedFd fd;               // O_PATH of the object (the index file for an
+                             // indexed lower hard link); empty for a file,
+                             // symlink or special file in a lower layer, which
+                             // src_dir and src_name name for good (lower layers
+                             // do not change): an fd per known lower file would
+                             // run into the open-file limit on big images
+                             // (UnionFsImpl::ObjectFd opens it when needed)
   // Where the (lower) object lives, for copy-up: O_PATH of its directory
   // and its name there.
   SharedFd src_dir;
   std::string src_name;
-  // Directories: every contributing directory, top first (the first is the
-  // object itself).
-  std::vector<DirLayer> stack;
-  // Directories: the path of its lower content, from the layer roots ("" for
-  // the root, "a/b" otherwise); follows redirects.
-  std::string lower_path;
+  // Directories only (null for everything else).
+  std::shared_ptr<const DirInfo> dir;
   // Identity: the origin (lower st_dev, st_ino) the object came from, or its
   // own when it never was copied up.
   dev_t origin_dev = 0;
   ino_t origin_ino = 0;
-  uint64_t ino = 0;         // st_ino reported
-  nlink_t lower_nlink = 1;  // st_nlink of the lower origin (hard links)
-  bool has_lower = false;   // dirs: some of the stack is in a lower layer
-  bool indexed = false;     // a hard-linked lower file with an entry in
-                            // work/index (kernel index=on)
+  uint64_t ino = 0;  // st_ino reported
+
+  const std::vector<DirLayer>& stack() const { return dir ? dir->stack : kNoDirInfo.stack; }
+  const std::string& lower_path() const { return dir ? dir->lower_path : kNoDirInfo.lower_path; }
+  // The directory part to change: a copy of the shared one, which this
+  // state alone holds from now on.
+  DirInfo& EditDir() {
+    auto fresh = dir ? std::make_shared<DirInfo>(*dir) : std::make_shared<DirInfo>();
+    DirInfo& ref = *fresh;
+    dir = std::move(fresh);
+    return ref;
+  }
+
+ private:
+  static inline const DirInfo kNoDirInfo{};
 };
 
+// Sizes matter here: a node per object the kernel knows, so an `ls -lR` of a
+// 50,000-file image makes 50,000 of them (the daemon's resident memory is
+// one of the benchmark targets, docs/benchmarks.md). The children of a
+// directory and the list of all nodes are intrusive (NodeTable), not maps.
 struct Node {
   Node(Node* parent_node, std::string node_name)
       : parent(parent_node), name(std::move(node_name)) {}
@@ -89,7 +140,9 @@ struct Node {
   Node* parent;       // holds one ref on the parent; nullptr for the root and unlinked nodes
   std::string name;   // current name in parent
   uint64_t refs = 0;  // kernel lookups + children + open handles + temporary holds
-  std::map<std::string, Node*> children;
+  Node* hash_next = nullptr;  // NodeTable's (parent, name) index
+  Node* all_prev = nullptr;   // NodeTable's list of every live node
+  Node* all_next = nullptr;
   bool unlinked = false;
 
   // What the node's object has in xattrs, learnt by getxattr/listxattr:
@@ -100,12 +153,6 @@ struct Node {
   static constexpr uint8_t kXattrsUnknown = 0, kXattrsNone = 1, kXattrsSome = 2;
   std::atomic<uint8_t> xattrs{kXattrsUnknown};
 
-  uint64_t generation = 0;  // immutable
-
-  // Directories: bumped after each change of the names in it made through
-  // the mount (create, remove, rename, link), so that a listing built before
-  // a change is not reused after it.
-  std::atomic<uint64_t> dir_changes{0};
   // Directories: an open handle that lets the kernel cache the listing
   // exists (at most one, see UnionFsImpl::kOpendirLess).
   std::atomic<bool> dir_cache_handle{false};
@@ -116,11 +163,19 @@ struct Node {
   // names are gone again.
   std::atomic<bool> multi_link{false};
 
-  std::mutex copy_mu;
   // Bumped after each copy-up of this node (read without locks by open
   // files to notice that they still read the lower copy).
   std::atomic<uint32_t> copy_ups{0};
-  mutable std::mutex mu;
+
+  uint64_t generation = 0;  // immutable
+
+  // Directories: bumped after each change of the names in it made through
+  // the mount (create, remove, rename, link), so that a listing built before
+  // a change is not reused after it.
+  std::atomic<uint64_t> dir_changes{0};
+
+  SmallMutex copy_mu;
+  mutable SmallMutex mu;
   NodeState state;  // guarded by mu
 
   NodeState Snapshot() const {
@@ -184,11 +239,23 @@ class NodeTable {
   void DetachLocked(Node* parent, const std::string& name, std::vector<Node*>* drop);
   void UnrefLocked(Node* node, uint64_t n, std::vector<Node*>* dead);
 
+  // The (parent, name) index of attached children: chains through
+  // Node::hash_next, a power-of-two bucket count, grown at one node per
+  // bucket. A node is in it exactly while its parent is set.
+  static size_t Hash(const Node* parent, std::string_view name);
+  Node* FindLocked(const Node* parent, std::string_view name) const;
+  void IndexLocked(Node* node);
+  void UnindexLocked(Node* node);
+  void LinkAllLocked(Node* node);
+  void UnlinkAllLocked(Node* node);
+
   std::mutex mu_;
   Node* root_;
   uint64_t next_generation_ = 1;
-  // All live nodes (for WithOrigin and final cleanup).
-  std::map<Node*, bool> all_;
+  std::vector<Node*> buckets_;
+  size_t indexed_ = 0;
+  // All live nodes (for WithOrigin and final cleanup), through Node::all_next.
+  Node* all_ = nullptr;
 };
 
 }  // namespace lamina::fuse

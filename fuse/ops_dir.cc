@@ -66,7 +66,7 @@ static Result<std::vector<DirEntry>> ListMerged(UnionFsImpl& fs, const NodeState
   std::vector<DirEntry> out;
   std::unordered_set<std::string> seen;
   std::string origin_xattr = fs.OriginXattr();
-  for (const DirLayer& dl : dir.stack) {
+  for (const DirLayer& dl : dir.stack()) {
     const Layer& layer = fs.layer(dl.layer);
     int fd = ::openat(dl.fd->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return FailErrno("open directory");
@@ -301,8 +301,9 @@ Result<Node*> UnionFsImpl::DoMake(fuse_req_t req, Node* parent, const std::strin
   s.origin_ino = st.st_ino;
   s.ino = ComposeIno(st.st_dev, st.st_ino);
   if (type == S_IFDIR) {
-    s.stack.push_back({0, s.fd});
-    s.lower_path = JoinPath(pstate.lower_path, name);
+    DirInfo& dir = s.EditDir();
+    dir.stack.push_back({0, s.fd});
+    dir.lower_path = JoinPath(pstate.lower_path(), name);
   }
   if (st_out != nullptr && OverrideXattr() == nullptr) {
     FixStat(s, false, st);
@@ -343,8 +344,7 @@ Result<void> UnionFsImpl::DoRemove(Node* parent, const std::string& name, bool d
   } else if (dir) {
     // Move the (whiteout-only) upper dir out of the way, then clean it up.
     std::string tmp = TempName();
-    if (lower && chr_whiteouts_ &&
-        ::mknodat(work_fd(), tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) {
+    if (lower && chr_whiteouts_ && DeviceWhiteoutAt(work_fd(), tmp) == 0) {
       if (::renameat2(work_fd(), tmp.c_str(), dirfd, name.c_str(), RENAME_EXCHANGE) != 0) {
         int saved = errno;
         ::unlinkat(work_fd(), tmp.c_str(), 0);
@@ -357,7 +357,7 @@ Result<void> UnionFsImpl::DoRemove(Node* parent, const std::string& name, bool d
     (void)RemoveTreeAt(work_fd(), tmp);
   } else if (lower) {
     std::string tmp = TempName();
-    if (chr_whiteouts_ && ::mknodat(work_fd(), tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) {
+    if (chr_whiteouts_ && DeviceWhiteoutAt(work_fd(), tmp) == 0) {
       if (::renameat(work_fd(), tmp.c_str(), dirfd, name.c_str()) != 0) {
         int saved = errno;
         ::unlinkat(work_fd(), tmp.c_str(), 0);

@@ -91,7 +91,7 @@ Result<void> UnionFsImpl::DoRename(Node* parent, const std::string& name, Node* 
     LAMINA_CHECK(CopyUp(node.get()));
     if (S_ISDIR(st.type) && st.has_lower) {
       NodeState now = node->Snapshot();
-      LAMINA_CHECK(SetDirXattr(now.fd, RedirectXattr(ns_), "/" + now.lower_path));
+      LAMINA_CHECK(SetDirXattr(now.fd, RedirectXattr(ns_), "/" + now.lower_path()));
     }
     return {};
   };
@@ -169,7 +169,7 @@ Result<void> UnionFsImpl::DoRename(Node* parent, const std::string& name, Node* 
     src->state.src_dir = new_dir;
     src->state.src_name = new_name;
     if (S_ISDIR(s.type) && !s.has_lower)
-      src->state.lower_path = JoinPath(npstate.lower_path, new_name);
+      src->state.EditDir().lower_path = JoinPath(npstate.lower_path(), new_name);
   }
   return {};
 }
@@ -181,6 +181,8 @@ Result<Node*> UnionFsImpl::DoLink(Node* node, Node* new_parent, const std::strin
   if (S_ISDIR(node->Snapshot().type)) return Fail(EPERM);
   auto changed = Defer([&] { DirChanged(new_parent); });
   LAMINA_CHECK(CopyUp(node));
+  // The new name's node may change xattrs behind this one's mark.
+  node->xattrs.store(Node::kXattrsSome, std::memory_order_relaxed);
   SharedFd pdir = LAMINA_TRY(UpperDir(new_parent));
   bool over_whiteout = LAMINA_TRY(RemoveWhiteout(pdir->get(), new_name));
   NodeState s = node->Snapshot();

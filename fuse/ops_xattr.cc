@@ -92,20 +92,31 @@ void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
       fuse_reply_err(req, ENODATA);
       return;
     }
+    uint32_t copy_ups = node->copy_ups.load(std::memory_order_acquire);
     NodeState s = node->Snapshot();
     Target target = TargetOf(s);
     std::vector<char> buf(size);
     ssize_t n = target.Get(disk->c_str(), size != 0 ? buf.data() : nullptr, size);
     if (n < 0) {
       int err = errno;
-      if (err == ENODATA && !s.upper && !s.indexed) {
+      // Whether the object has xattrs at all, for the next asks. A lower
+      // object never changes; an upper one only through us, and then
+      // ChangeXattr marks it kXattrsSome for good (writes and chown only
+      // ever remove xattrs). Not for hard links: another name's node
+      // could set one behind this node's mark.
+      if (err == ENODATA && !s.indexed && !node->multi_link.load() &&
+          node->xattrs.load(std::memory_order_relaxed) == Node::kXattrsUnknown) {
         ssize_t listed = target.List(nullptr, 0);
-        // Under the node's lock: a copy-up meanwhile (which resets the mark
-        // under the same lock) leaves no stale mark behind.
+        // Under the node's lock, and only from kXattrsUnknown: a copy-up
+        // meanwhile (which resets the mark under the same lock) or a
+        // change (kXattrsSome) leaves no stale mark behind.
         std::lock_guard lock(node->mu);
-        if (listed >= 0 && !node->state.upper && !node->state.indexed) {
-          node->xattrs.store(listed == 0 ? Node::kXattrsNone : Node::kXattrsSome,
-                             std::memory_order_relaxed);
+        uint8_t unknown = Node::kXattrsUnknown;
+        if (listed >= 0 && node->copy_ups.load(std::memory_order_acquire) == copy_ups &&
+            !node->state.indexed) {
+          node->xattrs.compare_exchange_strong(unknown,
+                                               listed == 0 ? Node::kXattrsNone : Node::kXattrsSome,
+                                               std::memory_order_relaxed);
         }
       }
       fuse_reply_err(req, err);
@@ -182,6 +193,9 @@ void ChangeXattr(fuse_req_t req, const char* op, fuse_ino_t ino, const char* nam
     ReplyError(req, op, ino, up.error());
     return;
   }
+  // For good: a getxattr that listed none before this change must not
+  // mark the node kXattrsNone after it.
+  node->xattrs.store(Node::kXattrsSome, std::memory_order_relaxed);
   Target target = TargetOf(node->Snapshot());
   int r = value != nullptr ? target.Set(disk->c_str(), value, size, flags)
                            : target.Remove(disk->c_str());

@@ -176,12 +176,13 @@ Result<void> UnionFsImpl::Setup() {
   root.type = S_IFDIR;
   root.layer = 0;
   root.upper = has_upper_;
+  DirInfo& dir = root.EditDir();
   for (int i = 0; i < layer_count(); ++i) {
     auto fd = std::make_shared<const Fd>(LAMINA_TRY(Dup(layers_[static_cast<size_t>(i)].fd.get())));
     if (i == 0) root.fd = fd;
-    root.stack.push_back({i, fd});
+    dir.stack.push_back({i, fd});
   }
-  root.has_lower = root.stack.size() > 1;
+  root.has_lower = dir.stack.size() > 1;
   struct stat st;
   if (::fstat(layers_.front().fd.get(), &st) != 0) return FailErrno("stat root");
   root.origin_dev = st.st_dev;

@@ -163,6 +163,9 @@ class UnionFsImpl final : public UnionFs {
   Result<bool> RemoveWhiteout(int dirfd, const std::string& name);
   // Makes a whiteout for `name` in the upper dir `dirfd`.
   Result<void> MakeWhiteoutAt(int dirfd, const std::string& name);
+  // Makes `name` in `dirfd` a 0/0 device whiteout: a link to the shared one
+  // in work/work where it can, else a device of its own. 0 or the errno.
+  int DeviceWhiteoutAt(int dirfd, const std::string& name);
   // A fresh temporary name in work/work.
   std::string TempName();
   int work_fd() const { return work_work_.get(); }
@@ -260,6 +263,8 @@ class UnionFsImpl final : public UnionFs {
   // Per layer: FICLONE from it to the upper failed once (copy-up).
   std::unique_ptr<std::atomic<bool>[]> no_clone_;
   std::atomic<uint64_t> temp_counter_{0};
+  std::mutex whiteout_mu_;       // a leaf lock: guards shared_whiteout_
+  std::string shared_whiteout_;  // its name in work/work, empty until made
   fuse_session* session_ = nullptr;
   std::string temp_prefix_;  // set in Setup, read-only afterwards
 };
