@@ -555,6 +555,57 @@ TEST_F(FuseFsTest, XattrAnswersFollowCopyUp) {
   });
 }
 
+// Upper files also answer getxattr from memory once known to have no
+// xattrs; a change through the mount (set, remove, or through another name
+// made by link) must show at once.
+TEST_F(FuseFsTest, XattrAnswersFollowChangesOfUpperFiles) {
+  BuildImage();
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    auto get = [&](const std::string& rel) {
+      char buf[64] = {};
+      ssize_t n = ::getxattr((r + "/" + rel).c_str(), "user.k", buf, sizeof(buf) - 1);
+      return rel + "=" + (n < 0 ? Errno(errno) : std::string(buf));
+    };
+    log.push_back(WriteTo(r + "/new", "n", O_WRONLY | O_CREAT | O_EXCL));
+    for (int round = 0; round < 2; ++round) log.push_back(get("new"));
+    log.push_back(Rc(::setxattr((r + "/new").c_str(), "user.k", "v1", 2, 0)));
+    log.push_back(get("new"));
+    log.push_back(Rc(::removexattr((r + "/new").c_str(), "user.k")));
+    log.push_back(get("new"));
+    log.push_back(get("new"));
+    log.push_back(Rc(::link((r + "/new").c_str(), (r + "/other").c_str())));
+    log.push_back(Rc(::setxattr((r + "/other").c_str(), "user.k", "v2", 2, 0)));
+    log.push_back(get("new"));
+    log.push_back(get("other"));
+  });
+}
+
+// Whiteouts are links to one shared 0/0 device, as the kernel overlay
+// makes them; both drivers read them back as whiteouts.
+TEST_F(FuseFsTest, WhiteoutsShareOneInode) {
+  BuildImage();
+  for (const char* f : {"w1", "w2", "w3"}) WriteFile(L2(f), "lower\n");
+  MountBoth();
+  Same([](const std::string& r, Log& log) {
+    for (const char* f : {"w1", "w2", "w3"}) log.push_back(Rc(::unlink((r + "/" + f).c_str())));
+    log.push_back(Rc(::unlink((r + "/dir/x").c_str())));
+    log.push_back(List(r));
+    log.push_back(List(r + "/dir"));
+  });
+  std::vector<ino_t> inos;
+  for (const char* f : {"w1", "w2", "w3", "dir/x"}) {
+    struct stat st;
+    ASSERT_EQ(::lstat(tmp_.Sub(std::string("f_upper/") + f).c_str(), &st), 0) << f;
+    EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) << f;
+    inos.push_back(st.st_ino);
+  }
+  EXPECT_EQ(std::count(inos.begin(), inos.end(), inos[0]), 4);
+  SameTrees();
+  RemountBoth();
+  SameTrees();
+}
+
 TEST_F(FuseFsTest, NamesAndDeepPaths) {
   BuildImage();
   // A lower tree whose deepest file is near PATH_MAX through the mounts.
