@@ -24,12 +24,6 @@ namespace lamina::fuse {
 
 namespace {
 
-Result<SharedFd> OpenPathAt(int dirfd, const std::string& name) {
-  int fd = ::openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return FailErrno("open " + name);
-  return std::make_shared<const Fd>(fd);
-}
-
 // Makes the copied data durable before the rename that shows it, so that
 // after a crash the name shows the old content or the whole new one. The
 // kernel overlay calls fsync, which also commits the filesystem's journal

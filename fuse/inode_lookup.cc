@@ -72,12 +72,6 @@ DirMarks ReadDirMarks(int dir_opath) {
   return marks;
 }
 
-Result<SharedFd> OpenPath(int dirfd, const std::string& name) {
-  int fd = ::openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return FailErrno();
-  return std::make_shared<const Fd>(fd);
-}
-
 bool ParseOrigin(std::string_view value, dev_t* dev, ino_t* ino) {
   auto colon = value.find(':');
   if (colon == std::string_view::npos) return false;
@@ -126,27 +120,26 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
   for (const DirLayer& dl : pstack) {
     bool upper = layers_[static_cast<size_t>(dl.layer)].upper;
     SharedFd fd;
-    int r;
+    int err = 0;
     if (upper) {
-      auto opened = OpenPath(dl.fd->get(), name);
-      if (opened) {
-        fd = std::move(*opened);
-        r = ::fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+      auto opened = OpenPathAt(dl.fd->get(), name);
+      if (!opened) {
+        err = opened.error().code();
       } else {
-        r = -1;
-        errno = opened.error().code();
+        fd = std::move(*opened);
+        if (::fstatat(fd->get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) err = errno;
       }
-    } else {
-      r = ::fstatat(dl.fd->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW);
+    } else if (::fstatat(dl.fd->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      err = errno;
     }
-    if (r != 0) {
-      if (errno != ENOENT) return FailErrno();
+    if (err != 0) {
+      if (err != ENOENT) return Fail(err, "lookup " + name);
       // A .wh.NAME in the bottom directory would hide nothing.
       if (&dl != &pstack.back() && HasWhiteoutFile(dl.fd->get(), name)) break;
       continue;
     }
     if (IsWhiteoutStat(st)) break;
-    if (S_ISDIR(st.st_mode) && !fd) fd = LAMINA_TRY(OpenPath(dl.fd->get(), name));
+    if (S_ISDIR(st.st_mode) && !fd) fd = LAMINA_TRY(OpenPathAt(dl.fd->get(), name));
     if (!found) {
       found = true;
       if (top_st != nullptr) *top_st = st;
@@ -217,7 +210,7 @@ Result<NodeState> UnionFsImpl::Resolve(const NodeState& parent, const std::strin
   } else if (!S_ISDIR(out.type) && out.lower_nlink > 1 && has_upper_) {
     // A lower hard link whose inode was copied up under another name.
     std::string index = IndexName(out.origin_dev, out.origin_ino);
-    auto fd = OpenPath(index_fd(), index);
+    auto fd = OpenPathAt(index_fd(), index);
     if (fd) {
       out.fd = *fd;
       out.indexed = true;
@@ -303,9 +296,15 @@ void UnionFsImpl::FixStat(const NodeState& s, bool unlinked, struct stat& st) co
   if (config_.squash_to_gid >= 0) st.st_gid = static_cast<gid_t>(config_.squash_to_gid);
 }
 
+Result<SharedFd> OpenPathAt(int dirfd, const std::string& name) {
+  int fd = ::openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return FailErrno("open " + name);
+  return std::make_shared<const Fd>(fd);
+}
+
 Result<SharedFd> UnionFsImpl::ObjectFd(const NodeState& s) const {
   if (s.fd) return s.fd;
-  return OpenPath(s.src_dir->get(), s.src_name);
+  return OpenPathAt(s.src_dir->get(), s.src_name);
 }
 
 Result<struct stat> UnionFsImpl::Stat(Node* node) {

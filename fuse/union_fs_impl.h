@@ -269,6 +269,10 @@ class UnionFsImpl final : public UnionFs {
   std::string temp_prefix_;  // set in Setup, read-only afterwards
 };
 
+// An O_PATH fd of `name` in `dirfd`, not following a symlink (lookup,
+// copy-up, the index).
+Result<SharedFd> OpenPathAt(int dirfd, const std::string& name);
+
 // Op tables, one per family file.
 void FillEntryOps(fuse_lowlevel_ops& ops);
 void FillDirOps(fuse_lowlevel_ops& ops);
