@@ -129,6 +129,9 @@ int Run(int argc, char** argv) {
   } else {
     ret = fuse_session_loop(se);
   }
+  UnionFs::ListingStats listed = fs->listing_stats();
+  spdlog::debug("readdirplus: {} files with attributes, {} without, attributes turned off {} times",
+                listed.files_with_attrs, listed.files_without_attrs, listed.attrs_turned_off);
   // ret > 0: ended by a signal; 0: unmounted from outside. Both are a clean end.
   if (ret < 0) {
     spdlog::error("session loop: {}", strerror(-ret));

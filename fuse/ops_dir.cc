@@ -166,6 +166,60 @@ Result<std::shared_ptr<const Listing>> UnionFsImpl::BuildListing(Node* dir) {
   return std::shared_ptr<const Listing>(std::move(listing));
 }
 
+bool UnionFsImpl::PlusWithAttrs(const Node* dir, off_t off, bool* count) {
+  *count = false;
+  if (plus_light_.load(std::memory_order_relaxed)) return false;
+  std::lock_guard lock(plus_mu_);
+  // A directory read again from its start (rm -r reads each one twice
+  // before it removes anything) says nothing new about its files.
+  bool reread = dir == plus_last_dir_ && off == 0;
+  plus_last_dir_ = dir;
+  uint64_t uses = file_uses_.load(std::memory_order_relaxed);
+  if (uses != plus_uses_seen_) {
+    plus_uses_seen_ = uses;
+    plus_unused_files_ = 0;
+  } else if (!reread && plus_wait_ == 0 && plus_unused_files_ >= kPlusUnusedFiles) {
+    plus_light_.store(true, std::memory_order_relaxed);
+    plus_unused_files_ = 0;
+    ++plus_counters_.attrs_turned_off;
+    return false;
+  }
+  *count = !reread;
+  return true;
+}
+
+void UnionFsImpl::NotePlusAttrs(size_t files, bool count) {
+  if (files == 0) return;
+  std::lock_guard lock(plus_mu_);
+  plus_counters_.files_with_attrs += files;
+  if (!count) return;
+  plus_unused_files_ += files;
+  if (plus_wait_ > 0) --plus_wait_;
+}
+
+void UnionFsImpl::CountPlusWithout(size_t files) {
+  if (files == 0) return;
+  std::lock_guard lock(plus_mu_);
+  plus_counters_.files_without_attrs += files;
+}
+
+void UnionFsImpl::NoteFileLookup() {
+  NoteFileUse();
+  if (!plus_light_.load(std::memory_order_relaxed)) return;
+  std::lock_guard lock(plus_mu_);
+  if (!plus_light_.load(std::memory_order_relaxed)) return;
+  plus_light_.store(false, std::memory_order_relaxed);
+  plus_window_ = std::min(plus_window_ * 2, kPlusMaxWait);
+  plus_wait_ = plus_window_;
+  plus_unused_files_ = 0;
+  plus_uses_seen_ = file_uses_.load(std::memory_order_relaxed);
+}
+
+UnionFs::ListingStats UnionFsImpl::listing_stats() const {
+  std::lock_guard lock(plus_mu_);
+  return plus_counters_;
+}
+
 Result<std::shared_ptr<const Listing>> UnionFsImpl::PassListing(Node* dir, off_t off) {
   // Read before the build: a change that lands during it makes the listing
   // stale at once.
@@ -477,6 +531,9 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
   std::vector<char> buf(size);
   size_t pos = 0;
   std::vector<Node*> looked_up;  // readdirplus: one lookup ref each
+  bool count_attrs = false;
+  bool attrs = plus && fs->PlusWithAttrs(dir, off, &count_attrs);
+  size_t files_with = 0, files_without = 0;
   for (auto it = first; it != entries.end(); ++it) {
     const DirEntry& ent = *it;
     size_t used;
@@ -490,7 +547,11 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
     } else {
       fuse_entry_param e{};
       Node* node = nullptr;
-      if (ent.name == "." || ent.name == "..") {
+      // Without attributes (nodeid 0) the kernel keeps only the name, as
+      // from a plain readdir.
+      bool bare = ent.name == "." || ent.name == ".." ||
+                  (!attrs && ent.type != DT_DIR && ent.type != DT_UNKNOWN);
+      if (bare) {
         e.attr.st_ino = ent.ino;
         e.attr.st_mode = static_cast<mode_t>(ent.type) << 12;
       } else {
@@ -506,8 +567,15 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
         break;
       }
       if (node != nullptr) looked_up.push_back(node);
+      if (ent.type != DT_DIR && ent.name != "." && ent.name != "..") {
+        ++(bare ? files_without : files_with);
+      }
     }
     pos += used;
+  }
+  if (plus) {
+    fs->NotePlusAttrs(files_with, count_attrs);
+    fs->CountPlusWithout(files_without);
   }
   if (pos == 0 && handle == nullptr) fs->EndPass(dir);  // the end of the pass
   // An interrupted request: the kernel never counts these lookups.

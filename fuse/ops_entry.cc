@@ -105,6 +105,7 @@ void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
       ReplyError(req, "lookup", parent, found.error());
       return;
     }
+    if (!S_ISDIR(found->second.st_mode)) fs->NoteFileLookup();
     fuse_entry_param e;
     fs->FillEntry(found->first, found->second, e);
     // An interrupted request: the kernel never counts this lookup.
@@ -135,6 +136,7 @@ void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
       ReplyError(req, "getattr", ino, st.error());
       return;
     }
+    if (!S_ISDIR(st->st_mode)) fs->NoteFileUse();
     fuse_reply_attr(req, &*st, fs->AttrTimeout(*st));
   });
 }
@@ -143,6 +145,7 @@ void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
              fuse_file_info* fi) noexcept {
   Guard(req, "setattr", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
+    fs->NoteFileUse();
     auto st = fs->DoSetattr(fs->table().FromId(ino), *attr, to_set, fi, req);
     if (!st) {
       ReplyError(req, "setattr", ino, st.error());

@@ -100,6 +100,7 @@ void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 void OpenFile(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   Guard(req, "open", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
+    fs->NoteFileUse();
     Node* node = fs->table().FromId(ino);
     bool write = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0;
     if (write) {

@@ -212,6 +212,7 @@ namespace {
 void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
   Guard(req, "unlink", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
+    fs->NoteFileUse();
     auto r = fs->DoRemove(fs->table().FromId(parent), name, false);
     if (!r) {
       ReplyError(req, "unlink", parent, r.error());
@@ -225,6 +226,7 @@ void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_
             const char* new_name, unsigned int flags) noexcept {
   Guard(req, "rename", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
+    fs->NoteFileUse();
     auto r = fs->DoRename(fs->table().FromId(parent), name, fs->table().FromId(new_parent),
                           new_name, flags);
     if (!r) {
@@ -238,6 +240,7 @@ void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_
 void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) noexcept {
   Guard(req, "link", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
+    fs->NoteFileUse();
     ReplyNewEntry(req, "link", ino, fs,
                   fs->DoLink(fs->table().FromId(ino), fs->table().FromId(new_parent), new_name));
   });
@@ -266,6 +269,7 @@ void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev
 void Readlink(fuse_req_t req, fuse_ino_t ino) noexcept {
   Guard(req, "readlink", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
+    fs->NoteFileUse();
     NodeState s = fs->table().FromId(ino)->Snapshot();
     char buf[PATH_MAX + 1];
     ssize_t n = s.fd ? ::readlinkat(s.fd->get(), "", buf, PATH_MAX)

@@ -75,6 +75,7 @@ Target TargetOf(const NodeState& s) {
 void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
   Guard(req, "getxattr", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
+    fs->NoteFileUse();
     if (fs->config().noxattrs) {
       fuse_reply_err(req, ENOTSUP);
       return;
@@ -131,6 +132,7 @@ void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noe
 void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
   Guard(req, "listxattr", [&] {
     UnionFsImpl* fs = UnionFsImpl::From(req);
+    fs->NoteFileUse();
     if (fs->config().noxattrs) {
       fuse_reply_err(req, ENOTSUP);
       return;

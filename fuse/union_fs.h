@@ -51,6 +51,16 @@ class UnionFs {
   // (fuse_lowlevel_notify_inval_*) when its own operations change something
   // the kernel cached. Optional: without it nothing is invalidated.
   virtual void AttachSession(fuse_session* session) { (void)session; }
+
+  // How readdirplus answered so far (UnionFsImpl::PlusWithAttrs): entries
+  // of non-directories with and without attributes, and how often the
+  // attributes were turned off because nothing used them.
+  struct ListingStats {
+    uint64_t files_with_attrs = 0;
+    uint64_t files_without_attrs = 0;
+    uint64_t attrs_turned_off = 0;
+  };
+  virtual ListingStats listing_stats() const = 0;
 };
 
 }  // namespace lamina::fuse

@@ -229,6 +229,33 @@ class UnionFsImpl final : public UnionFs {
   void set_no_opendir(bool on) { no_opendir_.store(on, std::memory_order_relaxed); }
   Result<std::vector<std::string>> MergedNames(const NodeState& dir);
 
+  // Readdirplus with or without attributes. An entry with attributes saves
+  // the kernel a LOOKUP when the caller then stats or opens the file (ls -l,
+  // du, chmod -R), but costs us a stat of it, which for a cold lower file
+  // means reading its inode: a walk that looks at names only (find, a
+  // shell glob) spends most of its time on those. So, like the kernel's
+  // own readdirplus_auto, we watch whether the files are used: after
+  // kPlusUnusedFiles non-directory entries with attributes and no request
+  // on any file (NoteFileUse), further non-directory entries go without
+  // attributes (the kernel then looks up only the names it needs); the
+  // first such lookup (NoteFileLookup) turns attributes on again, and the
+  // next probe waits twice as many readdirplus batches as the last one.
+  // Directories always get attributes (a walk descends into them).
+  static constexpr size_t kPlusUnusedFiles = 32;
+  static constexpr uint32_t kPlusFirstWait = 16, kPlusMaxWait = 1024;
+  // At the start of a readdirplus batch of `dir` at `off`: whether files
+  // get attributes; `count` whether the batch's files count as unused.
+  bool PlusWithAttrs(const Node* dir, off_t off, bool* count);
+  // After a batch that gave `files` non-directories attributes.
+  void NotePlusAttrs(size_t files, bool count);
+  // A request about a file (not a directory) that the kernel could only send
+  // after seeing it: getattr, open, xattrs, readlink, setattr, unlink, ...
+  void NoteFileUse() { file_uses_.fetch_add(1, std::memory_order_relaxed); }
+  // A lookup found a non-directory.
+  void NoteFileLookup();
+  ListingStats listing_stats() const override;
+  void CountPlusWithout(size_t files);
+
   void NotifyInvalInode(Node* node);
   // After a change of the names in `dir` (see Node::dir_changes).
   static void DirChanged(Node* dir) { dir->dir_changes.fetch_add(1, std::memory_order_acq_rel); }
@@ -244,6 +271,16 @@ class UnionFsImpl final : public UnionFs {
   Fd work_index_;
   std::unique_ptr<NodeTable> table_;
   std::atomic<bool> no_opendir_{false};
+  // Readdirplus attributes (PlusWithAttrs).
+  std::atomic<uint64_t> file_uses_{0};
+  std::atomic<bool> plus_light_{false};
+  mutable std::mutex plus_mu_;  // a leaf lock: guards the plus_ fields below
+  const Node* plus_last_dir_ = nullptr;  // of the last batch (compared only)
+  uint64_t plus_uses_seen_ = 0;    // file_uses_ at the last batch
+  size_t plus_unused_files_ = 0;   // files given attributes since a use
+  uint32_t plus_window_ = UnionFsImpl::kPlusFirstWait / 2;
+  uint32_t plus_wait_ = 0;         // batches with files before the next probe
+  ListingStats plus_counters_;
   // Listings of handle-less readdir passes in progress, by node and its
   // generation (a node freed and its address reused never matches).
   // A listing is reused only while the directory's dir_changes is the one

@@ -33,6 +33,7 @@ class FuseMount {
   FuseMount& operator=(const FuseMount&) = delete;
 
   const std::string& path() const { return mountpoint_; }
+  const fuse::UnionFs& fs() const { return *fs_; }
   // Unmounts now (the destructor then does nothing more).
   void Stop();
 

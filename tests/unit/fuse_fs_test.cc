@@ -970,6 +970,86 @@ TEST_F(FuseFsTest, WritebackCache) {
   EXPECT_EQ(ReadAll(tmp_.Sub("f_upper/w")), "wb");
 }
 
+// A walk that reads names only gets listings without attributes after a
+// few directories (the kernel then looks up what it needs); the first lookup
+// of a file turns them on again. Names, types and inode numbers stay those
+// of the kernel overlay's listing and of stat.
+TEST_F(FuseFsTest, ListingsDropAttributesWhileNoFileIsUsed) {
+  constexpr int kFiles = 40;
+  for (int d = 0; d < 8; ++d) {
+    std::string dir = "w" + std::to_string(d);
+    ASSERT_EQ(::mkdir(L2(dir).c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir(L1(dir).c_str(), 0755), 0);
+    for (int f = 0; f < kFiles; ++f) WriteFile(L2(dir + "/f" + std::to_string(f)), "f\n");
+    WriteFile(L1(dir + "/f0"), "shadows f0\n");
+    ASSERT_EQ(::mknod(L1(dir + "/f1").c_str(), S_IFCHR | 0, makedev(0, 0)), 0);
+    ASSERT_EQ(::symlink("f2", L1(dir + "/s").c_str()), 0);
+    ASSERT_EQ(::mkdir(L2(dir + "/sub").c_str(), 0755), 0);
+  }
+  MountBoth();
+  // A copy-up first: its listing entry must carry the lower inode number.
+  ASSERT_EQ(::chmod(F("w1/f3").c_str(), 0600), 0);
+  ASSERT_EQ(::chmod(K("w1/f3").c_str(), 0600), 0);
+  struct Entry {
+    std::string name;
+    ino_t ino;
+    unsigned char type;
+  };
+  auto read_dir = [](const std::string& path) {
+    std::vector<Entry> out;
+    DIR* d = ::opendir(path.c_str());
+    if (d == nullptr) return out;
+    while (struct dirent* e = ::readdir(d)) out.push_back({e->d_name, e->d_ino, e->d_type});
+    ::closedir(d);
+    std::sort(out.begin(), out.end(),
+              [](const Entry& a, const Entry& b) { return a.name < b.name; });
+    return out;
+  };
+  auto names_and_types = [](const std::vector<Entry>& entries) {
+    std::string s;
+    for (const Entry& e : entries) s += e.name + ":" + std::to_string(e.type) + " ";
+    return s;
+  };
+  auto stats = [&] { return fuse_->fs().listing_stats(); };
+  std::vector<std::vector<Entry>> listed;
+  for (int d = 0; d < 4; ++d) {
+    std::string dir = "w" + std::to_string(d);
+    listed.push_back(read_dir(F(dir)));
+    EXPECT_EQ(names_and_types(listed.back()), names_and_types(read_dir(K(dir)))) << dir;
+  }
+  auto walked = stats();
+  EXPECT_EQ(walked.attrs_turned_off, 1u);
+  EXPECT_GE(walked.files_without_attrs, 2u * kFiles);
+  // Every name lists the inode number that stat gives it.
+  for (int d = 0; d < 4; ++d) {
+    for (const Entry& e : listed[d]) {
+      if (e.name == "." || e.name == "..") continue;
+      struct stat st;
+      std::string path = F("w" + std::to_string(d) + "/" + e.name);
+      ASSERT_EQ(::lstat(path.c_str(), &st), 0) << path;
+      EXPECT_EQ(e.ino, st.st_ino) << path;
+      EXPECT_EQ(e.type, IFTODT(st.st_mode)) << path;
+    }
+  }
+  // Those lookups turned the attributes on again, for a while.
+  auto looked = stats();
+  read_dir(F("w4"));
+  read_dir(F("w5"));
+  auto after = stats();
+  EXPECT_EQ(after.attrs_turned_off, 1u);
+  EXPECT_EQ(after.files_without_attrs, looked.files_without_attrs);
+  EXPECT_GE(after.files_with_attrs, looked.files_with_attrs + 2 * kFiles);
+  // A reader that uses every file (ls -l asks for xattrs) keeps them on.
+  for (const char* dir : {"w6", "w7"}) {
+    for (const Entry& e : read_dir(F(dir))) {
+      char value[64];
+      (void)::lgetxattr(F(std::string(dir) + "/" + e.name).c_str(), "user.x", value,
+                        sizeof(value));
+    }
+  }
+  EXPECT_EQ(stats().files_without_attrs, after.files_without_attrs);
+}
+
 TEST_F(FuseFsTest, ReaddirInodesMatchStatAndSurviveForget) {
   BuildImage();
   MountFuse();
