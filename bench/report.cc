@@ -234,7 +234,7 @@ std::string FormatTable(const Report& report) {
     }
   }
   std::ostringstream out;
-  for (const auto& s : {"kernel", "backing_fs", "image", "runs", "open_file_limit"}) {
+  for (const auto& s : {"kernel", "backing_fs", "image", "runs", "open_file_limit", "fuse_params"}) {
     auto it = report.setup.find(s);
     if (it != report.setup.end()) out << "# " << s << ": " << it->second << "\n";
   }

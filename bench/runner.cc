@@ -228,6 +228,20 @@ Result<void> CheckOptions(const BenchOptions& options) {
   return {};
 }
 
+std::string FuseModuleParams(const std::string& dir) {
+  auto names = ListDir(dir);
+  if (!names) return "";
+  std::string out;
+  for (const std::string& name : *names) {
+    auto value = ReadFile(dir + "/" + name);
+    if (!value) continue;  // write-only or gone: nothing to report
+    while (!value->empty() && (value->back() == '\n' || value->back() == ' ')) value->pop_back();
+    if (!out.empty()) out += ' ';
+    out += name + "=" + *value;
+  }
+  return out;
+}
+
 namespace {
 
 // Raises the open-file limit, soft and hard, to the system's ceiling
@@ -291,6 +305,9 @@ Result<Report> RunBench(const BenchOptions& options) {
   report.setup["create"] = std::to_string(options.image.create);
   report.setup["runs"] = std::to_string(options.runs);
   report.setup["open_file_limit"] = std::to_string(nofile);
+  if (std::string params = FuseModuleParams(); !params.empty()) {
+    report.setup["fuse_params"] = params;
+  }
 
   std::vector<std::string> workloads = options.workloads;
   if (workloads.empty()) {

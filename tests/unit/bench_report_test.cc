@@ -9,6 +9,7 @@
 #include "bench/fio.h"
 #include "bench/process.h"
 #include "bench/report.h"
+#include "bench/runner.h"
 #include "common/fs.h"
 #include "tests/support/test_util.h"
 
@@ -135,6 +136,25 @@ TEST(BenchReport, TableShowsMediansSpreadNaAndFailures) {
   EXPECT_NE(t.find("geomean meta"), std::string::npos) << t;
   EXPECT_NE(t.find("speedup over fuse-overlayfs: 4.00x"), std::string::npos) << t;
   EXPECT_NE(t.find("fuse 10.0 MiB"), std::string::npos) << t;
+}
+
+// The table names the fuse module's parameters a run had (they change
+// what a FUSE round trip costs), read from a directory like
+// /sys/module/fuse/parameters.
+TEST(BenchReport, FuseModuleParamsAreReadAndShown) {
+  test::TempDir params;
+  test::WriteFile(params.Sub("wake_here"), "N\n");
+  test::WriteFile(params.Sub("enable_uring"), "Y\n");
+  test::WriteFile(params.Sub("max_user_bgreq"), "7866\n");
+  std::string read = FuseModuleParams(params.path());
+  EXPECT_EQ(read, "enable_uring=Y max_user_bgreq=7866 wake_here=N");
+  EXPECT_EQ(FuseModuleParams(params.Sub("missing")), "");
+  Report r = SampleReport();
+  r.setup["fuse_params"] = read;
+  std::string t = FormatTable(r);
+  EXPECT_NE(t.find("# fuse_params: enable_uring=Y max_user_bgreq=7866 wake_here=N\n"),
+            std::string::npos)
+      << t;
 }
 
 TEST(BenchReport, SvgIsWellFormed) {
