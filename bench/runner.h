@@ -40,8 +40,9 @@ struct BenchOptions {
 // The fuse module's parameters (files in `dir`) as "name=value" pairs in
 // name order, space-separated; "" where there are none (no fuse module, or
 // another kernel). Some change what every FUSE round trip costs (this
-// kernel's `wake_here`, which wakes a daemon or a caller on the waker's CPU,
-// or `enable_uring`), so a report names the ones in force.
+// kernel's undocumented `wake_here`, which as measured acts like waking the
+// daemon or the caller on the waker's CPU, or `enable_uring`), so a report
+// names the ones in force.
 std::string FuseModuleParams(const std::string& dir = "/sys/module/fuse/parameters");
 
 // Checks the options: EINVAL naming the first bad one.
