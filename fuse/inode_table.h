@@ -174,6 +174,17 @@ struct Node {
   // a change is not reused after it.
   std::atomic<uint64_t> dir_changes{0};
 
+  // Directories the kernel lists without OPENDIR, once one was (guarded by
+  // mu): which replies may be in the kernel's cache of the listing (see
+  // UnionFsImpl::NoteListingReply). A pointer, so that files pay 8 bytes.
+  struct ListingFill {
+    uint64_t since_inval = UINT64_MAX;  // lowest dir_changes replied since the last invalidation
+    uint64_t recent = UINT64_MAX;       // ... replied since window_ns
+    uint64_t before = UINT64_MAX;       // ... replied in the window before that
+    int64_t window_ns = 0;              // steady clock
+  };
+  std::unique_ptr<ListingFill> fill;
+
   SmallMutex copy_mu;
   mutable SmallMutex mu;
   NodeState state;  // guarded by mu

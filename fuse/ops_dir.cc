@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <unordered_set>
 
@@ -217,13 +219,17 @@ void UnionFsImpl::NoteFileLookup() {
 
 UnionFs::ListingStats UnionFsImpl::listing_stats() const {
   std::lock_guard lock(plus_mu_);
-  return plus_counters_;
+  ListingStats stats = plus_counters_;
+  stats.caches_dropped = listing_drops_.load(std::memory_order_relaxed);
+  return stats;
 }
 
-Result<std::shared_ptr<const Listing>> UnionFsImpl::PassListing(Node* dir, off_t off) {
+Result<std::shared_ptr<const Listing>> UnionFsImpl::PassListing(Node* dir, off_t off,
+                                                                 uint64_t* built_at) {
   // Read before the build: a change that lands during it makes the listing
   // stale at once.
   uint64_t changes = dir->dir_changes.load(std::memory_order_acquire);
+  *built_at = changes;
   if (off != 0) {
     std::lock_guard lock(passes_mu_);
     for (const auto& p : passes_) {
@@ -245,6 +251,48 @@ Result<std::shared_ptr<const Listing>> UnionFsImpl::PassListing(Node* dir, off_t
   if (passes_.size() >= kMaxPasses) passes_.erase(passes_.begin());
   passes_.push_back({dir, dir->generation, changes, listing});
   return listing;
+}
+
+namespace {
+
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void UnionFsImpl::NoteListingReply(Node* dir, uint64_t built_at) {
+  int64_t now = SteadyNs();
+  std::lock_guard lock(dir->mu);
+  if (!dir->fill) dir->fill = std::make_unique<Node::ListingFill>();
+  Node::ListingFill& f = *dir->fill;
+  f.since_inval = std::min(f.since_inval, built_at);
+  if (now - f.window_ns >= kFillWindowNs) {
+    f.before = now - f.window_ns < 2 * kFillWindowNs ? f.recent : UINT64_MAX;
+    f.recent = UINT64_MAX;
+    f.window_ns = now;
+  }
+  f.recent = std::min(f.recent, built_at);
+}
+
+void UnionFsImpl::CheckListingEnd(Node* dir) {
+  uint64_t changes = dir->dir_changes.load(std::memory_order_acquire);
+  int64_t now = SteadyNs();
+  {
+    std::lock_guard lock(dir->mu);
+    if (!dir->fill || dir->fill->since_inval >= changes) return;
+    // Replies that may still be on their way to the cache stay counted: they
+    // can land after this drop.
+    Node::ListingFill& f = *dir->fill;
+    uint64_t on_the_way = UINT64_MAX;
+    if (now - f.window_ns < 2 * kFillWindowNs) on_the_way = f.recent;
+    if (now - f.window_ns < kFillWindowNs) on_the_way = std::min(on_the_way, f.before);
+    f.since_inval = on_the_way;
+  }
+  listing_drops_.fetch_add(1, std::memory_order_relaxed);
+  NotifyInvalInode(dir);
 }
 
 void UnionFsImpl::EndPass(Node* dir) {
@@ -509,6 +557,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
   auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
   Node* dir = handle != nullptr ? handle->node : fs->table().FromId(ino);
   Result<std::shared_ptr<const Listing>> listing = std::shared_ptr<const Listing>();
+  uint64_t built_at = 0;
   if (handle != nullptr) {
     std::lock_guard lock(handle->mu);
     if (!handle->listing || off == 0) {
@@ -519,7 +568,7 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
       listing = handle->listing;
     }
   } else {
-    listing = fs->PassListing(dir, off);
+    listing = fs->PassListing(dir, off, &built_at);
   }
   if (!listing) {
     ReplyError(req, plus ? "readdirplus" : "readdir", ino, listing.error());
@@ -577,11 +626,15 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
     fs->NotePlusAttrs(files_with, count_attrs);
     fs->CountPlusWithout(files_without);
   }
-  if (pos == 0 && handle == nullptr) fs->EndPass(dir);  // the end of the pass
+  if (handle == nullptr) {
+    fs->NoteListingReply(dir, built_at);
+    if (pos == 0) fs->EndPass(dir);  // the end of the pass
+  }
   // An interrupted request: the kernel never counts these lookups.
   if (fuse_reply_buf(req, buf.data(), pos) != 0) {
     for (Node* node : looked_up) fs->table().Unref(node);
   }
+  if (handle == nullptr && pos == 0) fs->CheckListingEnd(dir);
 }
 
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {
@@ -597,6 +650,10 @@ void Releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
   (void)ino;
   UnionFsImpl* fs = UnionFsImpl::From(req);
   auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+  if (handle == nullptr) {  // opened by the kernel alone (kOpendirLess)
+    fuse_reply_err(req, 0);
+    return;
+  }
   if (handle->kernel_cache) handle->node->dir_cache_handle.store(false);
   fs->table().Unref(handle->node);
   delete handle;

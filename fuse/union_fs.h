@@ -59,6 +59,8 @@ class UnionFs {
     uint64_t files_with_attrs = 0;
     uint64_t files_without_attrs = 0;
     uint64_t attrs_turned_off = 0;
+    // Kernel listing caches dropped by CheckListingEnd.
+    uint64_t caches_dropped = 0;
   };
   virtual ListingStats listing_stats() const = 0;
 };

@@ -211,18 +211,33 @@ class UnionFsImpl final : public UnionFs {
   // The listing for a readdir at `off` without an open handle: built at
   // offset 0 and kept for the following batches of the pass (until its end),
   // built again where it was not kept.
-  Result<std::shared_ptr<const Listing>> PassListing(Node* dir, off_t off);
+  // `built_at`: the dir_changes read before the listing was built.
+  Result<std::shared_ptr<const Listing>> PassListing(Node* dir, off_t off, uint64_t* built_at);
   void EndPass(Node* dir);
-  // The kernel's listing cache (FOPEN_CACHE_DIR) keeps a stale listing for
-  // good when two cached readers start on an empty cache while the
+  // The kernel marks its cached listing complete at the empty reply that
+  // ends a pass, and keeps it until the directory changes through the mount
+  // again; a reply built before a change may fill it after the change (see
+  // kOpendirLess). So, before each handle-less readdir reply of `dir`, built
+  // at `built_at`, NoteListingReply records it; after the empty one,
+  // CheckListingEnd drops the kernel's cached listing (and attributes) of
+  // `dir` if any reply since the last drop, or one that may not yet have
+  // reached the cache when it was made, was built before the last change.
+  // Replies reach the cache within the reader's system call; one sent up to
+  // kFillWindowNs (or twice that) before a drop counts as still on its way.
+  void NoteListingReply(Node* dir, uint64_t built_at);
+  void CheckListingEnd(Node* dir);
+  static constexpr int64_t kFillWindowNs = 2'000'000'000;
+  // The kernel's listing cache (FOPEN_CACHE_DIR) can keep a stale listing
+  // for good when two cached readers start on an empty cache while the
   // directory changes: the second records the directory's new version, then
   // the first one's reply, built before the change, fills the cache (the
   // stress test saw a name made, then missing from every later listing, or
-  // one removed that stayed). So only one open handle of a directory at a
-  // time may use the cache (Node::dir_cache_handle; the others read through
-  // us), and the opendir-less mode, where the kernel caches every open, is
-  // off.
-  static constexpr bool kOpendirLess = false;
+  // one removed that stayed). With OPENDIR, only one open handle of a
+  // directory at a time may use the cache (Node::dir_cache_handle; the
+  // others read through us). Without it (kOpendirLess, two requests less per
+  // directory read), the kernel caches every open, so the daemon watches
+  // instead: NoteListingReply and CheckListingEnd.
+  static constexpr bool kOpendirLess = true;
   // Whether directories are opened without OPENDIR (the kernel offered
   // FUSE_CAP_NO_OPENDIR_SUPPORT and caching is on); set by init.
   bool no_opendir() const { return no_opendir_.load(std::memory_order_relaxed); }
@@ -271,6 +286,7 @@ class UnionFsImpl final : public UnionFs {
   Fd work_index_;
   std::unique_ptr<NodeTable> table_;
   std::atomic<bool> no_opendir_{false};
+  std::atomic<uint64_t> listing_drops_{0};  // CheckListingEnd's invalidations
   // Readdirplus attributes (PlusWithAttrs).
   std::atomic<uint64_t> file_uses_{0};
   std::atomic<bool> plus_light_{false};

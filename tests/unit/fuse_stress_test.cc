@@ -40,6 +40,7 @@
 #include "common/fs.h"
 #include "drivers/format.h"
 #include "fuse/config.h"
+#include "fuse/union_fs.h"
 #include "tests/support/fuse_harness.h"
 #include "tests/support/test_util.h"
 
@@ -499,6 +500,7 @@ TEST_F(FuseStressTest, MixedOperationsThenTheTreeIsConsistent) {
     }
     for (auto& th : threads) th.join();
     RecordProperty("operations", ops_.load());
+    RecordProperty("listing_caches_dropped", (*f)->fs().listing_stats().caches_dropped);
     for (int t = 0; t < kThreads; ++t) {
       EXPECT_TRUE(errors[static_cast<size_t>(t)].empty())
           << "thread " << t << ":\n"
