@@ -175,13 +175,15 @@ struct Node {
   std::atomic<uint64_t> dir_changes{0};
 
   // Directories the kernel lists without OPENDIR, once one was (guarded by
-  // mu): which replies may be in the kernel's cache of the listing (see
-  // UnionFsImpl::NoteListingReply). A pointer, so that files pay 8 bytes.
+  // mu): which of the listings replied may be stale in the kernel's cache
+  // (see UnionFsImpl::NoteListingReply). A pointer, so that files pay 8
+  // bytes.
   struct ListingFill {
-    uint64_t since_inval = UINT64_MAX;  // lowest dir_changes replied since the last invalidation
-    uint64_t recent = UINT64_MAX;       // ... replied since window_ns
-    uint64_t before = UINT64_MAX;       // ... replied in the window before that
-    int64_t window_ns = 0;              // steady clock
+    uint64_t suspect = UINT64_MAX;  // lowest dir_changes of a listing that may be
+                                    // stale in the cache
+    uint64_t recent = UINT64_MAX;   // lowest dir_changes replied since window_ns
+    uint64_t before = UINT64_MAX;   // ... in the window before that
+    int64_t window_ns = 0;          // steady clock
   };
   std::unique_ptr<ListingFill> fill;
 

@@ -261,6 +261,15 @@ int64_t SteadyNs() {
       .count();
 }
 
+// The lowest dir_changes replied within the last one or two windows, the
+// replies that may still be on their way to the kernel's cache.
+uint64_t OnTheWay(const Node::ListingFill& f, int64_t now) {
+  uint64_t out = UINT64_MAX;
+  if (now - f.window_ns < 2 * UnionFsImpl::kFillWindowNs) out = f.recent;
+  if (now - f.window_ns < UnionFsImpl::kFillWindowNs) out = std::min(out, f.before);
+  return out;
+}
+
 }  // namespace
 
 void UnionFsImpl::NoteListingReply(Node* dir, uint64_t built_at) {
@@ -268,28 +277,35 @@ void UnionFsImpl::NoteListingReply(Node* dir, uint64_t built_at) {
   std::lock_guard lock(dir->mu);
   if (!dir->fill) dir->fill = std::make_unique<Node::ListingFill>();
   Node::ListingFill& f = *dir->fill;
-  f.since_inval = std::min(f.since_inval, built_at);
   if (now - f.window_ns >= kFillWindowNs) {
     f.before = now - f.window_ns < 2 * kFillWindowNs ? f.recent : UINT64_MAX;
     f.recent = UINT64_MAX;
     f.window_ns = now;
   }
   f.recent = std::min(f.recent, built_at);
+  // Read after the update: a change that ListingChanged did not see this
+  // reply for is seen here.
+  if (built_at < dir->dir_changes.load(std::memory_order_acquire)) {
+    f.suspect = std::min(f.suspect, built_at);  // built before a change
+  }
+}
+
+void UnionFsImpl::ListingChanged(Node* dir) {
+  std::lock_guard lock(dir->mu);
+  if (!dir->fill) return;
+  Node::ListingFill& f = *dir->fill;
+  f.suspect = std::min(f.suspect, OnTheWay(f, SteadyNs()));
 }
 
 void UnionFsImpl::CheckListingEnd(Node* dir) {
-  uint64_t changes = dir->dir_changes.load(std::memory_order_acquire);
-  int64_t now = SteadyNs();
   {
     std::lock_guard lock(dir->mu);
-    if (!dir->fill || dir->fill->since_inval >= changes) return;
-    // Replies that may still be on their way to the cache stay counted: they
-    // can land after this drop.
+    if (!dir->fill || dir->fill->suspect == UINT64_MAX) return;
+    // Stale replies still on their way can land after this drop.
     Node::ListingFill& f = *dir->fill;
-    uint64_t on_the_way = UINT64_MAX;
-    if (now - f.window_ns < 2 * kFillWindowNs) on_the_way = f.recent;
-    if (now - f.window_ns < kFillWindowNs) on_the_way = std::min(on_the_way, f.before);
-    f.since_inval = on_the_way;
+    uint64_t on_the_way = OnTheWay(f, SteadyNs());
+    f.suspect =
+        on_the_way < dir->dir_changes.load(std::memory_order_acquire) ? on_the_way : UINT64_MAX;
   }
   listing_drops_.fetch_add(1, std::memory_order_relaxed);
   NotifyInvalInode(dir);

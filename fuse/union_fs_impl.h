@@ -214,17 +214,22 @@ class UnionFsImpl final : public UnionFs {
   // `built_at`: the dir_changes read before the listing was built.
   Result<std::shared_ptr<const Listing>> PassListing(Node* dir, off_t off, uint64_t* built_at);
   void EndPass(Node* dir);
-  // The kernel marks its cached listing complete at the empty reply that
-  // ends a pass, and keeps it until the directory changes through the mount
-  // again; a reply built before a change may fill it after the change (see
-  // kOpendirLess). So, before each handle-less readdir reply of `dir`, built
-  // at `built_at`, NoteListingReply records it; after the empty one,
-  // CheckListingEnd drops the kernel's cached listing (and attributes) of
-  // `dir` if any reply since the last drop, or one that may not yet have
-  // reached the cache when it was made, was built before the last change.
-  // Replies reach the cache within the reader's system call; one sent up to
-  // kFillWindowNs (or twice that) before a drop counts as still on its way.
+  // The kernel records the directory's version when it starts filling its
+  // listing cache, marks the cache complete at the empty reply that ends a
+  // pass, and serves it until the directory changes through the mount
+  // again. So a listing in the cache is stale only if a reply built before
+  // a change reached the cache after it (see kOpendirLess): one sent after
+  // the change, or one sent before it that its reader had not yet put in
+  // the cache. The daemon cannot see when a reply reaches the cache (within
+  // the reader's system call), so it counts one sent up to kFillWindowNs
+  // (or twice that) before a change as possibly still on its way.
+  // NoteListingReply records each handle-less readdir reply of `dir`, built
+  // at `built_at`, before it is sent; ListingChanged follows every
+  // DirChanged; after the empty reply, CheckListingEnd drops the kernel's
+  // cached listing (and attributes) of `dir` if a reply may be stale in it,
+  // and keeps counting the stale replies that may still be on their way.
   void NoteListingReply(Node* dir, uint64_t built_at);
+  static void ListingChanged(Node* dir);
   void CheckListingEnd(Node* dir);
   static constexpr int64_t kFillWindowNs = 2'000'000'000;
   // The kernel's listing cache (FOPEN_CACHE_DIR) can keep a stale listing
@@ -273,7 +278,10 @@ class UnionFsImpl final : public UnionFs {
 
   void NotifyInvalInode(Node* node);
   // After a change of the names in `dir` (see Node::dir_changes).
-  static void DirChanged(Node* dir) { dir->dir_changes.fetch_add(1, std::memory_order_acq_rel); }
+  static void DirChanged(Node* dir) {
+    dir->dir_changes.fetch_add(1, std::memory_order_acq_rel);
+    ListingChanged(dir);
+  }
 
  private:
   FsConfig config_;

@@ -222,6 +222,39 @@ TEST_F(FuseFsTest, ListingsWithAndWithoutDirectoryHandles) {
   }
 }
 
+// Without OPENDIR the kernel caches the listing of every open directory.
+// A pass that a change overtook (its first batch replied before the create,
+// its end after) may have put a stale listing in that cache, so the daemon
+// drops the cache at the pass's end (UnionFsImpl::CheckListingEnd); passes
+// of a directory that nothing changes keep it.
+TEST_F(FuseFsTest, ListingCacheIsDroppedAfterAPassThatAChangeOvertook) {
+  for (const char* d : {"quiet", "busy"}) ASSERT_EQ(::mkdir(L2(d).c_str(), 0755), 0);
+  for (const char* f : {"quiet/q0", "quiet/q1", "busy/b0", "busy/b1"}) WriteFile(L2(f), f);
+  MountFuse();
+  auto drops = [&] { return fuse_->fs().listing_stats().caches_dropped; };
+  uint64_t before = drops();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(List(F("quiet")), ". .. q0 q1 ");
+  EXPECT_EQ(drops(), before);
+
+  DIR* d = ::opendir(F("busy").c_str());
+  ASSERT_NE(d, nullptr);
+  ASSERT_NE(::readdir(d), nullptr);  // the first batch: every name
+  ASSERT_EQ(WriteTo(F("busy/new"), "", O_WRONLY | O_CREAT), "ok");
+  while (::readdir(d) != nullptr) {
+  }
+  ::closedir(d);
+  EXPECT_EQ(drops(), before + 1);
+  EXPECT_EQ(List(F("busy")), ". .. b0 b1 new ");
+  EXPECT_EQ(List(F("busy")), ". .. b0 b1 new ");
+  // A change right after a listing: the listing may still have been on its
+  // way to the cache, so the next pass may drop it again; what it shows is
+  // right either way.
+  ASSERT_EQ(WriteTo(F("quiet/q2"), "", O_WRONLY | O_CREAT), "ok");
+  ASSERT_EQ(::unlink(F("busy/b0").c_str()), 0);
+  EXPECT_EQ(List(F("quiet")), ". .. q0 q1 q2 ");
+  EXPECT_EQ(List(F("busy")), ". .. b1 new ");
+}
+
 TEST_F(FuseFsTest, WhiteoutFilesAndOpaqueMarkersOfOtherTools) {
   BuildImage();
   WriteFile(L1(".wh.a"), "");
