@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -17,6 +18,7 @@
 #include "common/fs.h"
 #include "common/path.h"
 #include "common/scope_guard.h"
+#include "drivers/format.h"
 #include "drivers/layer_home.h"
 #include "drivers/union_layers.h"
 #include "fuse/options.h"
@@ -149,7 +151,23 @@ class FuseDriver final : public Driver {
 
   Result<void> Create(const std::string& id, const std::string& parent,
                       const CreateOptions& options) override {
-    return home_.CreateDirs(id, parent, options.writable);
+    LAMINA_CHECK(home_.CreateDirs(id, parent, options.writable));
+    // A layer's root directory is root's, as a root store makes it. A
+    // rootless one owns it itself, so it records the owner the way it
+    // records those of a layer's files (override_stat, read through the
+    // mount's id map): otherwise a container's `/` would show the user's id
+    // as seen from inside the container's namespace.
+    if (config_.xattr_ns == XattrNamespace::kUser && (::geteuid() != 0 || ::getegid() != 0)) {
+      std::string diff = home_.DiffDir(id);
+      constexpr std::string_view kRootOwned = "0:0:0755";
+      if (::setxattr(diff.c_str(), kOverrideStatXattr.data(), kRootOwned.data(), kRootOwned.size(),
+                     0) != 0) {
+        Error error(errno, "layer " + id + ": set " + std::string(kOverrideStatXattr) + " on " + diff);
+        (void)RemoveUnmountedLayer(home_, id);
+        return Fail(std::move(error));
+      }
+    }
+    return {};
   }
   Result<void> Remove(const std::string& id) override { return RemoveUnmountedLayer(home_, id); }
   bool Exists(const std::string& id) const override { return home_.Exists(id); }

@@ -629,18 +629,19 @@ TEST_P(RunTest, Rootless) {
   EXPECT_NE(r.out.find(std::to_string(uid)), std::string::npos) << r.out;
   EXPECT_EQ(lines.back(), "wrote");
   EXPECT_EQ(lamina({"run", "busybox", "sh", "-c", "exit 3"}).status, 3);
-  // Owners as the container sees them: the image's root-owned files are
-  // root's, so are new ones, a chown to another user sticks, and another
-  // user can work in the tree (fuse: through the container's id maps and
-  // allow_other).
+  // Owners as the container sees them: its root directory and the image's
+  // root-owned files are root's, so are new ones, a chown to another user
+  // sticks, and another user can work in the tree (fuse: through the
+  // container's id maps and allow_other).
   CommandResult owners =
       lamina({"run", "busybox", "sh", "-c",
-              "stat -c '%u:%g' /etc/passwd; touch /f; stat -c '%u:%g' /f; chown 33:33 /f; "
-              "stat -c '%u:%g' /f; "
+              "stat -c '%u:%g %a' /; stat -c '%u:%g' /etc/passwd; touch /f; stat -c '%u:%g' /f; "
+              "chown 33:33 /f; stat -c '%u:%g' /f; "
               "su nobody -s /bin/sh -c 'id -u; cat /etc/passwd >/dev/null && touch /tmp/n' && "
               "stat -c '%u' /tmp/n"});
   ASSERT_EQ(owners.status, 0) << Describe(owners);
-  EXPECT_EQ(Lines(owners.out), (std::vector<std::string>{"0:0", "0:0", "33:33", "65534", "65534"}))
+  EXPECT_EQ(Lines(owners.out),
+            (std::vector<std::string>{"0:0 755", "0:0", "0:0", "33:33", "65534", "65534"}))
       << Describe(owners);
   if (driver_ == "overlay") {
     // The kernel overlay rootless, mounted inside the container's namespaces.
