@@ -297,10 +297,10 @@ void UnionFsImpl::ListingChanged(Node* dir) {
   f.suspect = std::min(f.suspect, OnTheWay(f, SteadyNs()));
 }
 
-void UnionFsImpl::CheckListingEnd(Node* dir) {
+bool UnionFsImpl::CheckListingEnd(Node* dir) {
   {
     std::lock_guard lock(dir->mu);
-    if (!dir->fill || dir->fill->suspect == UINT64_MAX) return;
+    if (!dir->fill || dir->fill->suspect == UINT64_MAX) return false;
     // Stale replies still on their way can land after this drop.
     Node::ListingFill& f = *dir->fill;
     uint64_t on_the_way = OnTheWay(f, SteadyNs());
@@ -308,7 +308,7 @@ void UnionFsImpl::CheckListingEnd(Node* dir) {
         on_the_way < dir->dir_changes.load(std::memory_order_acquire) ? on_the_way : UINT64_MAX;
   }
   listing_drops_.fetch_add(1, std::memory_order_relaxed);
-  NotifyInvalInode(dir);
+  return true;
 }
 
 void UnionFsImpl::EndPass(Node* dir) {
@@ -642,15 +642,20 @@ void DoReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
     fs->NotePlusAttrs(files_with, count_attrs);
     fs->CountPlusWithout(files_without);
   }
+  bool drop_cache = false;
   if (handle == nullptr) {
     fs->NoteListingReply(dir, built_at);
-    if (pos == 0) fs->EndPass(dir);  // the end of the pass
+    if (pos == 0) {  // the end of the pass
+      fs->EndPass(dir);
+      drop_cache = fs->CheckListingEnd(dir);
+    }
   }
   // An interrupted request: the kernel never counts these lookups.
   if (fuse_reply_buf(req, buf.data(), pos) != 0) {
     for (Node* node : looked_up) fs->table().Unref(node);
   }
-  if (handle == nullptr && pos == 0) fs->CheckListingEnd(dir);
+  // After the reply, which may be what fills the cache.
+  if (drop_cache) fs->NotifyInvalInode(dir);
 }
 
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) noexcept {

@@ -225,12 +225,14 @@ class UnionFsImpl final : public UnionFs {
   // (or twice that) before a change as possibly still on its way.
   // NoteListingReply records each handle-less readdir reply of `dir`, built
   // at `built_at`, before it is sent; ListingChanged follows every
-  // DirChanged; after the empty reply, CheckListingEnd drops the kernel's
-  // cached listing (and attributes) of `dir` if a reply may be stale in it,
-  // and keeps counting the stale replies that may still be on their way.
+  // DirChanged; before the empty reply that ends a pass, CheckListingEnd
+  // says whether to drop the kernel's cached listing (and attributes) of
+  // `dir` after it (NotifyInvalInode): whether a reply may be stale in the
+  // cache. It keeps counting the stale replies that may still be on their
+  // way.
   void NoteListingReply(Node* dir, uint64_t built_at);
   static void ListingChanged(Node* dir);
-  void CheckListingEnd(Node* dir);
+  bool CheckListingEnd(Node* dir);
   static constexpr int64_t kFillWindowNs = 2'000'000'000;
   // The kernel's listing cache (FOPEN_CACHE_DIR) can keep a stale listing
   // for good when two cached readers start on an empty cache while the
