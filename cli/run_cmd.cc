@@ -91,8 +91,10 @@ int RunContainer(GlobalOptions& global, const RunArgs& args) {
 
   // The container's layer, and its record (which marks it for the cleanup
   // of a killed launcher).
-  std::string layer =
-      OrThrow(store->CreateLayer(image.layers.back(), /*writable=*/true), kRunError);
+  CreateOptions create;
+  create.writable = true;
+  create.container_root = true;
+  std::string layer = OrThrow(store->CreateLayer(image.layers.back(), create), kRunError);
   spec.id = layer;
   bool keep = !args.name.empty();
   auto remove_layer = Defer([&] {

@@ -56,6 +56,11 @@ struct DriverConfig {
 struct CreateOptions {
   // A writable (container) layer gets work/ and merged/; read-only image layers do not.
   bool writable = false;
+  // The layer is a container's root: its top directory belongs to the
+  // container's root (0:0 in the layer's ids), as in a root store. A
+  // rootless store cannot chown it and records the owner instead where its
+  // driver reads such records (fuse: override_stat).
+  bool container_root = false;
 };
 
 // One range of a user namespace's id map: ids `inside` .. inside+count-1 of

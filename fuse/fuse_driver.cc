@@ -152,12 +152,14 @@ class FuseDriver final : public Driver {
   Result<void> Create(const std::string& id, const std::string& parent,
                       const CreateOptions& options) override {
     LAMINA_CHECK(home_.CreateDirs(id, parent, options.writable));
-    // A layer's root directory is root's, as a root store makes it. A
-    // rootless one owns it itself, so it records the owner the way it
-    // records those of a layer's files (override_stat, read through the
-    // mount's id map): otherwise a container's `/` would show the user's id
-    // as seen from inside the container's namespace.
-    if (config_.xattr_ns == XattrNamespace::kUser && (::geteuid() != 0 || ::getegid() != 0)) {
+    // A container's root directory is the container root's. A rootless
+    // store owns it itself, so it records the owner the way it records those
+    // of a layer's files (override_stat, read through the mount's id map):
+    // otherwise the container's `/` shows the user's id as seen from inside
+    // its namespace. Other layers keep the user's own (a layer it mounts
+    // outside a namespace stays writable to it).
+    if (options.container_root && config_.xattr_ns == XattrNamespace::kUser &&
+        (::geteuid() != 0 || ::getegid() != 0)) {
       std::string diff = home_.DiffDir(id);
       constexpr std::string_view kRootOwned = "0:0:0755";
       if (::setxattr(diff.c_str(), kOverrideStatXattr.data(), kRootOwned.data(), kRootOwned.size(),

@@ -297,8 +297,8 @@ Result<void> Store::WriteLayerLocked(const LayerInfo& layer) const {
   return WriteFileAtomic(LayerJson(layer.id), FormatLayerInfo(layer), 0644);
 }
 
-Result<std::string> Store::NewLayerLocked(const std::string& parent, bool writable,
-                                          const std::string& id) {
+Result<std::string> Store::NewLayerLocked(const std::string& parent,
+                                          const CreateOptions& options, const std::string& id) {
   std::string new_id = id.empty() ? RandomId() : id;
   LAMINA_CHECK(ValidateLayerId(new_id));
   if (!parent.empty()) {
@@ -310,23 +310,28 @@ Result<std::string> Store::NewLayerLocked(const std::string& parent, bool writab
     }
   }
   if (PathExists(LayerDir(new_id))) return Fail(EEXIST, "layer " + new_id);
-  CreateOptions create;
-  create.writable = writable;
-  auto created = driver_->Create(new_id, parent, create);
+  auto created = driver_->Create(new_id, parent, options);
   if (!created) return Fail(created.error().Wrap("create layer " + new_id));
   return new_id;
 }
 
 Result<std::string> Store::CreateLayer(const std::string& parent, bool writable,
                                        const std::string& id) {
+  CreateOptions options;
+  options.writable = writable;
+  return CreateLayer(parent, options, id);
+}
+
+Result<std::string> Store::CreateLayer(const std::string& parent, const CreateOptions& options,
+                                       const std::string& id) {
   auto lock = LAMINA_TRY(Lock(LockMode::kExclusive));
-  std::string new_id = LAMINA_TRY(NewLayerLocked(parent, writable, id));
+  std::string new_id = LAMINA_TRY(NewLayerLocked(parent, options, id));
   auto undo = Defer([&] { (void)DiscardLocked(new_id); });
   LayerInfo layer;
   layer.id = new_id;
   layer.parent = parent;
   layer.created = NowRfc3339();
-  layer.writable = writable;
+  layer.writable = options.writable;
   layer.size = LAMINA_TRY(driver_->Usage(new_id));
   layer.state = LayerState::kReady;
   LAMINA_CHECK(WriteLayerLocked(layer));
@@ -341,7 +346,7 @@ Result<LayerInfo> Store::ApplyLayer(const std::string& parent, int tar_fd, const
     // Under the store lock: the layer appears, marked incomplete, with its
     // use.lock held so that no Open takes it for a leftover while we write.
     auto lock = LAMINA_TRY(Lock(LockMode::kExclusive));
-    layer.id = LAMINA_TRY(NewLayerLocked(parent, /*writable=*/false, id));
+    layer.id = LAMINA_TRY(NewLayerLocked(parent, CreateOptions{}, id));
     auto undo = Defer([&] { (void)DiscardLocked(layer.id); });
     use = LAMINA_TRY(StoreLock::Acquire(UseLock(layer.id), LockMode::kExclusive));
     layer.parent = parent;

@@ -76,6 +76,8 @@ class Store {
   // for a taken one, ENOENT for a missing parent.
   Result<std::string> CreateLayer(const std::string& parent, bool writable,
                                   const std::string& id = {});
+  Result<std::string> CreateLayer(const std::string& parent, const CreateOptions& options,
+                                  const std::string& id = {});
 
   // Creates a read-only layer on `parent` from the layer tar (plain, gzip,
   // zstd, ...) read from `tar_fd` to its end, and returns its metadata,
@@ -126,7 +128,7 @@ class Store {
   Result<LayerInfo> ReadyLayerLocked(const std::string& id) const;  // ENOENT unless ready
   Result<std::vector<LayerInfo>> AllLayersLocked() const;           // any state, readable
   Result<void> WriteLayerLocked(const LayerInfo& layer) const;
-  Result<std::string> NewLayerLocked(const std::string& parent, bool writable,
+  Result<std::string> NewLayerLocked(const std::string& parent, const CreateOptions& options,
                                      const std::string& id);
   // Removes a leftover (incomplete) layer as well as it can.
   Result<void> DiscardLocked(const std::string& id);
