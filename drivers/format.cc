@@ -6,6 +6,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include "common/fd.h"
 
 namespace lamina {
@@ -35,6 +37,13 @@ std::string_view ChangeKindName(ChangeKind kind) {
 std::string OverlayXattrPrefix(XattrNamespace ns) {
   return std::string(XattrNamespaceName(ns)) + ".overlay.";
 }
+
+std::string OverrideStatValue(uid_t uid, gid_t gid, mode_t perm) {
+  char value[64];
+  std::snprintf(value, sizeof(value), "%u:%u:0%o", uid, gid, perm);
+  return value;
+}
+
 std::string OpaqueXattr(XattrNamespace ns) { return OverlayXattrPrefix(ns) + "opaque"; }
 std::string RedirectXattr(XattrNamespace ns) { return OverlayXattrPrefix(ns) + "redirect"; }
 

@@ -27,6 +27,9 @@ inline constexpr std::string_view kWhiteoutMetaPrefix = ".wh..wh.";  // OCI "met
 inline constexpr std::string_view kOverrideStatXattr = "user.containers.override_stat";
 inline constexpr std::string_view kFuseOverlayfsOpaqueXattr = "user.fuseoverlayfs.opaque";
 
+// The kOverrideStatXattr value of an owner and permission bits: "uid:gid:0mode".
+std::string OverrideStatValue(uid_t uid, gid_t gid, mode_t perm);
+
 // "trusted.overlay.opaque" / "user.overlay.opaque"
 std::string OpaqueXattr(XattrNamespace ns);
 // "trusted.overlay.redirect" / "user.overlay.redirect"

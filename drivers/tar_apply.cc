@@ -308,9 +308,8 @@ Result<void> Applier::SetMetadata(struct archive_entry* entry, int dirfd, const 
     if (r != 0) return Fail(Error(errno, "tar entry '" + name + "': chmod"));
   }
   if (!owner_set && !is_link && (uid != ::geteuid() || gid != ::getegid())) {
-    char value[64];
-    std::snprintf(value, sizeof(value), "%u:%u:0%o", uid, gid, perm);
-    if (SetXattrAt(dirfd, base, kOverrideStatXattr.data(), value, std::strlen(value)) != 0) {
+    std::string value = OverrideStatValue(uid, gid, perm);
+    if (SetXattrAt(dirfd, base, kOverrideStatXattr.data(), value.data(), value.size()) != 0) {
       return Fail(Error(errno, "tar entry '" + name + "': set " + std::string(kOverrideStatXattr)));
     }
   }

@@ -161,8 +161,8 @@ class FuseDriver final : public Driver {
     if (options.container_root && config_.xattr_ns == XattrNamespace::kUser &&
         (::geteuid() != 0 || ::getegid() != 0)) {
       std::string diff = home_.DiffDir(id);
-      constexpr std::string_view kRootOwned = "0:0:0755";
-      if (::setxattr(diff.c_str(), kOverrideStatXattr.data(), kRootOwned.data(), kRootOwned.size(),
+      std::string root_owned = OverrideStatValue(0, 0, 0755);
+      if (::setxattr(diff.c_str(), kOverrideStatXattr.data(), root_owned.data(), root_owned.size(),
                      0) != 0) {
         Error error(errno, "layer " + id + ": set " + std::string(kOverrideStatXattr) + " on " + diff);
         (void)RemoveUnmountedLayer(home_, id);
